@@ -1,0 +1,56 @@
+"""Every error kernelhook raises, one class per kind of failure.
+
+Import failures subclass ImportError (or ModuleNotFoundError where a name is
+not found), so `try: import kernels_hub... except ImportError` works as users
+expect. Each message names what the user typed, what was tried, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class KernelHookError(Exception):
+    """Base class of every kernelhook error."""
+
+
+class KernelImportError(KernelHookError, ImportError):
+    """A kernel could not be imported."""
+
+
+class InvalidKernelName(KernelImportError, ValueError):
+    """The typed module name or repo id does not follow the grammar."""
+
+
+class InvalidRevision(KernelImportError, ValueError):
+    """A revision or version argument is malformed or contradictory."""
+
+
+class KernelNotFoundError(KernelImportError, ModuleNotFoundError):
+    """No Hub repo answers to the typed name."""
+
+
+class RevisionNotFoundError(KernelImportError):
+    """The repo exists but the revision does not."""
+
+
+class HubUnreachableError(KernelImportError):
+    """The Hub could not be asked and nothing usable is cached."""
+
+
+class NoBuildError(KernelImportError):
+    """The repo has no `build/` folder at that commit."""
+
+
+class NoCompatibleVariantError(KernelImportError):
+    """No build variant in the repo fits this system."""
+
+
+class DownloadError(KernelImportError):
+    """A file could not be downloaded, or its bytes did not match the Hub's hash."""
+
+
+class CacheError(KernelImportError):
+    """The cache could not be read or written."""
+
+
+class KernelLoadError(KernelImportError):
+    """The variant's files are present but executing them failed."""

@@ -1,0 +1,166 @@
+"""Steps 3 and 4 of the data path: choose the variant, then make its files present.
+
+Only the chosen variant's files are downloaded, one request per file, each
+verified against the Hub's own hash (git blob sha1, or the LFS sha256) before
+it becomes a cache object. Nothing reaches the store unverified, so a warm
+load trusts the store and reads no file twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hub
+from .errors import DownloadError, HubUnreachableError, NoBuildError, NoCompatibleVariantError
+from .resolve import Resolved
+from .store import Store, check_relative_path
+from .system import SystemInfo
+from .variants import candidate_patterns, choose_variant, rank_variants
+
+logger = logging.getLogger("kernelhook")
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlacedVariant:
+    """A variant whose files are all in the store."""
+
+    resolved: Resolved
+    variant: str
+    digest: str
+    tree: Path
+
+
+def place_variant(resolved: Resolved, store: Store, system: SystemInfo) -> PlacedVariant:
+    repo, commit = resolved.repo, resolved.commit
+    listing = _listing(resolved, store)
+    variant = choose_variant(_variant_names(listing), system)
+    if variant is None:
+        raise _no_variant(resolved, listing, system)
+    digest = store.variant_tree(repo, commit, variant)
+    if digest is None:
+        files = _variant_files(listing, variant)
+        objects = {relative: _ensure_object(resolved, store, entry) for relative, entry in files.items()}
+        digest, _ = store.make_tree(objects)
+        store.remember_variant_tree(repo, commit, variant, digest)
+        logger.info("%s@%s: fetched variant %s (%d files)", repo.repo_id, commit[:12], variant, len(files))
+    return PlacedVariant(resolved, variant, digest, store.tree_path(digest))
+
+
+def list_variants(resolved: Resolved, store: Store) -> list[str]:
+    return _variant_names(_listing(resolved, store))
+
+
+def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+    """The build/ listing at a commit: immutable, so fetched once and kept."""
+    cached = store.load_listing(resolved.repo, resolved.commit)
+    if cached is not None:
+        return [hub.ListingEntry.from_json(entry) for entry in cached]
+    try:
+        listing = hub.list_build(resolved.repo, resolved.commit)
+    except hub.EntryMissing as exc:
+        raise NoBuildError(
+            f"{resolved.repo} at commit {resolved.commit} has no build/ folder, so it holds no kernel builds. "
+            f"Fix: check that this is a kernel repo and the revision is right; authors publish under build/<variant>/."
+        ) from exc
+    except hub.HubError as exc:
+        raise HubUnreachableError(
+            f"{resolved.repo} at commit {resolved.commit}: could not list build/ ({exc}) and it is not cached. "
+            f"Fix: retry online, or check HF_ENDPOINT / HF_HUB_OFFLINE."
+        ) from exc
+    if not listing:
+        raise NoBuildError(f"{resolved.repo} at commit {resolved.commit}: build/ holds no files.")
+    store.save_listing(resolved.repo, resolved.commit, [entry.to_json() for entry in listing])
+    return listing
+
+
+def _variant_names(listing: list[hub.ListingEntry]) -> list[str]:
+    return sorted({parts[1] for entry in listing if len(parts := entry.path.split("/")) > 2})
+
+
+def _variant_files(listing: list[hub.ListingEntry], variant: str) -> dict[str, hub.ListingEntry]:
+    prefix = f"build/{variant}/"
+    return {
+        check_relative_path(entry.path[len(prefix):]): entry for entry in listing if entry.path.startswith(prefix)
+    }
+
+
+def _ensure_object(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
+    """The sha256 of an entry's content, downloading and verifying it if the store lacks it."""
+    known = _known_sha256(store, entry)
+    if known is not None:
+        return known
+    with store.lock(entry.lfs_sha256 or entry.git_oid):
+        known = _known_sha256(store, entry)  # another process may have fetched it meanwhile
+        if known is not None:
+            return known
+        return _download_verified(resolved, store, entry)
+
+
+def _known_sha256(store: Store, entry: hub.ListingEntry) -> str | None:
+    sha256 = entry.lfs_sha256 or store.sha256_of_git_blob(entry.git_oid)
+    return sha256 if sha256 and store.object_path(sha256).is_file() else None
+
+
+def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
+    repo, commit = resolved.repo, resolved.commit
+    handle, temp = store.temp_file()
+    try:
+        with handle:
+            hub.download(repo, commit, entry.path, handle, entry.size)
+            handle.seek(0)
+            size, sha256, git_oid = _hashes(handle)
+        problem = _mismatch(entry, size, sha256, git_oid)
+        if problem:
+            raise DownloadError(
+                f"{repo}@{commit[:12]}: {entry.path} does not match the Hub's listing ({problem}); nothing was "
+                f"cached. Fix: retry; if it persists the repo or a proxy serves wrong bytes."
+            )
+    except hub.HubError as exc:
+        temp.unlink(missing_ok=True)
+        raise DownloadError(f"{repo}@{commit[:12]}: could not download {entry.path} from {exc.url}: {exc}") from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    store.add_object(temp, sha256)
+    if entry.lfs_sha256 is None:
+        store.remember_git_blob(entry.git_oid, sha256)
+    return sha256
+
+
+def _hashes(handle) -> tuple[int, str, str]:
+    """Size, sha256 and git blob sha1 of a file, in one read."""
+    handle.seek(0, 2)
+    size = handle.tell()
+    handle.seek(0)
+    sha256 = hashlib.sha256()
+    git = hashlib.sha1(b"blob %d\0" % size)
+    while chunk := handle.read(_CHUNK):
+        sha256.update(chunk)
+        git.update(chunk)
+    return size, sha256.hexdigest(), git.hexdigest()
+
+
+def _mismatch(entry: hub.ListingEntry, size: int, sha256: str, git_oid: str) -> str | None:
+    if size != entry.size:
+        return f"expected {entry.size} bytes, got {size}"
+    if entry.lfs_sha256 is not None and sha256 != entry.lfs_sha256:
+        return f"expected sha256 {entry.lfs_sha256}, got {sha256}"
+    if entry.lfs_sha256 is None and git_oid != entry.git_oid:
+        return f"expected git blob {entry.git_oid}, got {git_oid}"
+    return None
+
+
+def _no_variant(resolved: Resolved, listing, system: SystemInfo) -> NoCompatibleVariantError:
+    decisions = rank_variants(_variant_names(listing), system)
+    lines = "\n".join(f"  {d.name}: {d.reason}" for d in decisions) or "  (build/ holds no variant folders)"
+    return NoCompatibleVariantError(
+        f"{resolved.repo} at commit {resolved.commit} has no build variant for this system "
+        f"({system}; it would load {', '.join(candidate_patterns(system))}).\n"
+        f"Variants in the repo:\n{lines}\n"
+        f"Fix: ask the kernel's authors for a build for this system, or pin a revision that has one."
+    )

@@ -1,0 +1,155 @@
+"""The import hook: a sys.meta_path finder that owns the ``kernels_hub`` namespace.
+
+    kernels_hub                          the shipped package; importing it installs this finder
+    kernels_hub.<org>                    an empty namespace module, made here, no I/O
+    kernels_hub.<org>.<repo>[@rev]       the kernel: the whole data path, via api.load_kernel
+    kernels_hub.<org>.<repo>.<sub>       an alias of the kernel module's own submodule
+
+A name outside ``kernels_hub`` costs one ``str.startswith``. The finder calls
+the other modules and holds no state but its place in sys.meta_path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import sys
+import types
+
+from .names import ROOT, ModuleName, parse_module_name
+
+_PREFIX = ROOT + "."
+
+
+class KernelHubFinder:
+    # Duck-typed like importlib.abc.MetaPathFinder: importing importlib.abc costs ~6 ms.
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith(_PREFIX):
+            return None
+        parsed = parse_module_name(fullname)  # raises InvalidKernelName for malformed names
+        if parsed.kernel is None:
+            return _spec(fullname, _OrgLoader(parsed), is_package=True)
+        if parsed.submodule is None:
+            return _spec(fullname, _KernelLoader(parsed), is_package=True)
+        return _submodule_spec(fullname)
+
+    def __repr__(self) -> str:
+        return "<kernelhook finder for kernels_hub.*>"
+
+
+def _spec(fullname: str, loader, is_package: bool) -> importlib.machinery.ModuleSpec:
+    return importlib.machinery.ModuleSpec(fullname, loader, is_package=is_package)
+
+
+class _OrgLoader:
+    """``kernels_hub.<org>``: a namespace holding the org's kernels as attributes."""
+
+    def __init__(self, parsed: ModuleName):
+        self.parsed = parsed
+
+    def create_module(self, spec):
+        module = types.ModuleType(spec.name, f"Hub kernels of the org {self.parsed.org!r}.")
+        module.__path__ = []  # a package, whose children only this finder resolves
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+class _AliasLoader:
+    """Hands an already loaded module to the import system under another name.
+
+    The import system stamps its own spec onto whatever create_module returns;
+    exec_module puts the module's real spec back, so the module keeps naming
+    its content-derived home.
+    """
+
+    def __init__(self, module: types.ModuleType | None = None):
+        self.module = module
+
+    def create_module(self, spec):
+        self.real_spec = self.module.__spec__  # before the import system overwrites it
+        return self.module
+
+    def exec_module(self, module):
+        module.__spec__ = self.real_spec
+
+
+class _KernelLoader(_AliasLoader):
+    """``kernels_hub.<org>.<repo>[@rev]``: runs the data path, then aliases."""
+
+    def __init__(self, parsed: ModuleName):
+        super().__init__()
+        self.parsed = parsed
+
+    def create_module(self, spec):
+        from .api import load_kernel  # the data path loads only when a kernel is asked for
+
+        try:
+            self.module = load_kernel(self.parsed.kernel)
+        except BaseException:
+            _drop_empty_org(self.parsed)
+            raise
+        return super().create_module(spec)
+
+    def exec_module(self, module):
+        public = module.__spec__.name  # the import system's spec names the public module
+        super().exec_module(module)
+        _alias_submodules(module, public)
+
+
+def _alias_submodules(module: types.ModuleType, public: str) -> None:
+    """Make ``kernels_hub.<org>.<repo>.layers`` the kernel's own ``.layers`` (already imported ones)."""
+    real = module.__name__ + "."
+    for name in [n for n in sys.modules if n.startswith(real)]:
+        sys.modules.setdefault(public + "." + name[len(real):], sys.modules[name])
+
+
+def _submodule_spec(fullname: str):
+    """``kernels_hub.<org>.<repo>.<sub>``: import the kernel module's own submodule and alias it."""
+    parent_name, _, child = fullname.rpartition(".")
+    parent = sys.modules.get(parent_name)
+    if parent is None or not getattr(parent, "__name__", "").startswith("_kernelhook_"):
+        return None
+    real = importlib.import_module(f"{parent.__name__}.{child}")
+    return _spec(fullname, _AliasLoader(real), is_package=hasattr(real, "__path__"))
+
+
+def _drop_empty_org(parsed: ModuleName) -> None:
+    """A failed kernel import leaves no namespace behind that only it created."""
+    org_name = f"{ROOT}.{parsed.org}"
+    org = sys.modules.get(org_name)
+    if org is None or not isinstance(getattr(org, "__loader__", None), _OrgLoader):
+        return
+    if any(isinstance(value, types.ModuleType) for value in vars(org).values()):
+        return
+    sys.modules.pop(org_name, None)
+    root = sys.modules.get(ROOT)
+    if root is not None and getattr(root, parsed.org, None) is org:
+        delattr(root, parsed.org)
+
+
+class HookHandle:
+    """Returned by install(); uninstall() may run any number of times."""
+
+    def __init__(self, finder: KernelHubFinder):
+        self.finder = finder
+
+    def uninstall(self) -> None:
+        while self.finder in sys.meta_path:
+            sys.meta_path.remove(self.finder)
+
+
+_finder = KernelHubFinder()
+
+
+def install() -> HookHandle:
+    """Put the finder first in sys.meta_path (once); importing kernels_hub does this."""
+    if _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
+    return HookHandle(_finder)
+
+
+def uninstall() -> None:
+    HookHandle(_finder).uninstall()

@@ -1,0 +1,131 @@
+"""Step 5 of the data path: execute a variant tree as a module, from the store.
+
+The module's name is derived from content only (the tree digest and the
+package folder inside it), never from a name found in the repo, so:
+  * two versions are two modules, each with its own ``.layers``, ``._ops``...
+  * two pins that resolve to identical content are one module;
+  * a hostile ``metadata.json`` cannot claim ``os`` or ``torch``.
+The package is found through its own ``__path__`` in the store, never through
+sys.path. A failed import leaves no entry behind in sys.modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from .errors import KernelLoadError
+
+CONTENT_PREFIX = "_kernelhook_"
+
+
+@dataclass(frozen=True)
+class KernelOrigin:
+    """Where a loaded kernel came from; ``kernelhook.origin(module)`` returns it."""
+
+    repo_id: str
+    repo_type: str
+    commit: str
+    variant: str
+    tree: Path  # the variant folder in the cache
+    package: Path  # the folder the module executes from
+    module_name: str
+    how: str  # how the revision was resolved
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.commit[:12]} [{self.variant}] from {self.package}"
+
+
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.RLock] = {}
+
+
+def _lock_for(name: str) -> threading.RLock:
+    # One lock per content module: two threads never execute the same kernel twice,
+    # and kernels that import other kernels never wait on an unrelated lock.
+    with _locks_guard:
+        return _locks.setdefault(name, threading.RLock())
+
+
+def find_package(tree: Path, repo_name: str) -> Path:
+    """The folder holding the kernel's __init__.py: the variant folder itself
+    (newer layout, with metadata.json) or one package folder inside it (the seed's
+    ``build/<variant>/<Name>/__init__.py``); with several, the one named like the repo."""
+    if (tree / "__init__.py").is_file():
+        return tree
+    packages = sorted(p for p in tree.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    if len(packages) == 1:
+        return packages[0]
+    wanted = repo_name.replace("-", "_").lower()
+    named = [p for p in packages if p.name.lower() == wanted]
+    if len(named) == 1:
+        return named[0]
+    found = ", ".join(p.name for p in packages) or "none"
+    raise KernelLoadError(
+        f"the variant at {tree} holds no single Python package (package folders: {found}). "
+        f"Fix (kernel authors): put __init__.py at build/<variant>/ or in exactly one folder below it."
+    )
+
+
+def content_module_name(digest: str, package: Path, tree: Path) -> str:
+    relative = package.relative_to(tree).as_posix()
+    return CONTENT_PREFIX + hashlib.sha256(f"{digest}:{relative}".encode()).hexdigest()[:24]
+
+
+def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
+    """Execute (once per process) the package at origin.package; return the module."""
+    name = content_module_name(digest, origin_without_name.package, origin_without_name.tree)
+    existing = sys.modules.get(name)
+    if existing is not None:
+        return existing
+    with _lock_for(name):
+        existing = sys.modules.get(name)
+        if existing is not None:
+            return existing
+        origin = _with_name(origin_without_name, name)
+        return _execute(name, origin)
+
+
+def _with_name(origin: KernelOrigin, name: str) -> KernelOrigin:
+    return KernelOrigin(**{**origin.__dict__, "module_name": name})
+
+
+def _execute(name: str, origin: KernelOrigin) -> ModuleType:
+    init = origin.package / "__init__.py"
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(origin.package)])
+    if spec is None or spec.loader is None:
+        raise KernelLoadError(f"{origin}: cannot make a module of {init}")
+    module = importlib.util.module_from_spec(spec)
+    module.__kernelhook__ = origin
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        forget(name)
+        if isinstance(exc, Exception):
+            raise KernelLoadError(
+                f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]: executing the kernel failed: "
+                f"{type(exc).__name__}: {exc}. Nothing was left in sys.modules. Fix: see the traceback above "
+                f"this error; a missing dependency of the kernel must be installed."
+            ) from exc
+        raise
+    return module
+
+
+def forget(name: str) -> None:
+    """Remove a module and every submodule of it from sys.modules."""
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        sys.modules.pop(key, None)
+
+
+def origin_of(module: ModuleType) -> KernelOrigin | None:
+    return getattr(module, "__kernelhook__", None)
+
+
+def is_kernel_module(module: object) -> bool:
+    return isinstance(getattr(module, "__name__", None), str) and module.__name__.startswith(CONTENT_PREFIX)

@@ -1,0 +1,138 @@
+"""Step 1 of the data path: what the user typed -> a KernelName.
+
+Pure functions, no I/O. Two spellings reach here:
+
+* module names: ``kernels_hub.<org>.<repo>[@<revision>][.<submodule>...]``
+* repo ids: ``"<org>/<repo>"`` with ``revision=`` / ``version=`` (``get_kernel``)
+
+Hub names may hold ``-`` and ``.``; Python identifiers cannot. The rule: try
+each part as written first, then with underscores read as hyphens, so
+``kernels_ext_npu`` finds the org ``kernels-ext-npu`` while a repo literally
+named ``liger_kernels`` is still found (the literal name wins when both exist).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidKernelName, InvalidRevision
+
+ROOT = "kernels_hub"
+
+# Hub org and repo names: letters, digits, '-', '_', '.'; at most 96 characters.
+_HUB_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?")
+# Inside a dotted module name a part cannot hold '.', so it is narrower.
+_MODULE_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,94}[A-Za-z0-9_])?")
+# Git ref names, as far as they matter here: no spaces, no '..', no control or
+# special characters, no leading '-' or '/', no trailing '/' or '.lock'.
+_REVISION = re.compile(r"(?!-)(?!/)(?!.*\.\.)(?!.*//)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]{1,255}")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+_SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
+
+
+@dataclass(frozen=True)
+class KernelName:
+    """A kernel as the user named it, before any lookup."""
+
+    org: str
+    repo: str
+    revision: str | None
+    typed: str  # the text the user wrote, for error messages
+
+    def repo_id_candidates(self) -> tuple[str, ...]:
+        """Hub repo ids to try, in order: each part as written, then hyphenated."""
+        orgs = _spellings(self.org)
+        repos = _spellings(self.repo)
+        return tuple(f"{o}/{r}" for o, r in itertools.product(orgs, repos))
+
+    @property
+    def key(self) -> str:
+        """Cache key of the name as typed (the name mapping is remembered per key)."""
+        return f"{self.org}/{self.repo}"
+
+
+def _spellings(part: str) -> tuple[str, ...]:
+    hyphenated = part.replace("_", "-")
+    return (part,) if hyphenated == part else (part, hyphenated)
+
+
+@dataclass(frozen=True)
+class ModuleName:
+    """A name under ``kernels_hub``: the root, an org namespace, a kernel or a submodule."""
+
+    org: str | None = None
+    kernel: KernelName | None = None
+    kernel_module: str | None = None  # the dotted name of the kernel module itself
+    submodule: str | None = None  # dotted path below the kernel, e.g. "layers"
+
+
+def parse_module_name(fullname: str) -> ModuleName | None:
+    """Parse a dotted module name; None when it is not under ``kernels_hub``."""
+    if fullname != ROOT and not fullname.startswith(ROOT + "."):
+        return None
+    parts = fullname.split(".")
+    if len(parts) == 1:
+        return ModuleName()
+    org = parts[1]
+    if not _MODULE_PART.fullmatch(org):
+        raise InvalidKernelName(
+            f"{fullname!r}: {org!r} is not a Hub org name (letters, digits, '-' and '_'). "
+            f"Write kernels_hub.<org>.<repo>, e.g. kernels_hub.kernels_ext_npu.RMSNorm."
+        )
+    if len(parts) == 2:
+        return ModuleName(org=org)
+    repo, _, revision = parts[2].partition("@")
+    if not _MODULE_PART.fullmatch(repo) or "@" in revision or (revision == "" and "@" in parts[2]):
+        raise InvalidKernelName(
+            f"{fullname!r}: {parts[2]!r} is not <repo> or <repo>@<revision>. "
+            f"Example: kernels_hub.{org}.RMSNorm@v1; for revisions with dots use "
+            f"kernelhook.get_kernel('{org}/{repo}', revision=...)."
+        )
+    kernel = KernelName(org, repo, _check_revision(revision or None, fullname), typed=fullname)
+    submodule = ".".join(parts[3:]) or None
+    return ModuleName(org=org, kernel=kernel, kernel_module=".".join(parts[:3]), submodule=submodule)
+
+
+def parse_repo_id(repo_id: str, revision: str | None = None, version: int | None = None) -> KernelName:
+    """Parse ``"org/repo"`` plus an optional revision or major version."""
+    typed = repo_id if revision is None and version is None else f"{repo_id} ({_describe(revision, version)})"
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise InvalidKernelName(f"{repo_id!r} is not a Hub repo id: write 'org/repo', e.g. 'kernels-ext-npu/RMSNorm'.")
+    org, repo = repo_id.split("/")
+    for part in (org, repo):
+        if not _HUB_PART.fullmatch(part) or ".." in part or "--" in part:
+            raise InvalidKernelName(
+                f"{repo_id!r}: {part!r} is not a valid Hub name (letters, digits, '-', '_', '.', at most 96)."
+            )
+    if version is not None:
+        if revision is not None:
+            raise InvalidRevision(f"{typed}: give revision= or version=, not both.")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise InvalidRevision(f"{typed}: version must be a whole number >= 0 (major version N is branch vN).")
+        revision = f"v{version}"
+    return KernelName(org, repo, _check_revision(revision, typed), typed=typed)
+
+
+def _describe(revision: str | None, version: int | None) -> str:
+    return f"revision={revision!r}" if version is None else f"version={version!r}"
+
+
+def _check_revision(revision: str | None, typed: str) -> str | None:
+    if revision is None:
+        return None
+    if not isinstance(revision, str) or not _REVISION.fullmatch(revision):
+        raise InvalidRevision(
+            f"{typed}: {revision!r} is not a revision: use a branch, tag, commit sha (7 to 40 hex digits) or vN."
+        )
+    return revision
+
+
+def is_full_sha(revision: str) -> bool:
+    return bool(_FULL_SHA.fullmatch(revision))
+
+
+def is_short_sha(revision: str) -> bool:
+    """7 to 39 lower-case hex digits: taken as an abbreviated commit."""
+    return bool(_SHORT_SHA.fullmatch(revision))

@@ -1,0 +1,184 @@
+"""Step 2 of the data path: a KernelName -> a Hub repo and a commit.
+
+Requests made (each at most once per resolve):
+  * full sha pin, repo known from an earlier import:   none
+  * short sha pin matching one commit already known:   none
+  * branch, tag, vN or unknown short sha:              one (the revision endpoint)
+  * unpinned:                                          one (the refs listing): highest vN, else main
+A name never seen before first finds its repo: each spelling (as written, then
+underscores as hyphens) in each repo type (kernel, then model) until one
+exists; that request doubles as the resolve, and the mapping is remembered.
+
+When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors),
+a branch, tag or unpinned name falls back to the commit it last resolved to,
+with a warning. A pin source (the lockfile, issue 4) may fix unpinned names.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import hub
+from .errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
+from .names import KernelName, is_full_sha, is_short_sha
+from .store import RepoAddress, Store
+
+logger = logging.getLogger("kernelhook")
+
+_VERSION_BRANCH = re.compile(r"v(\d+)")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    repo: RepoAddress
+    commit: str
+    how: str  # for logs and reports: "commit pin", "branch v2", "cached (offline)", ...
+
+
+# The lockfile's hook (issue 4): given a name with no revision, a (repo, commit) pin or None.
+PinSource = Callable[[KernelName], "Resolved | None"]
+_pin_source: PinSource | None = None
+
+
+def set_pin_source(source: PinSource | None) -> PinSource | None:
+    """Install the function that pins unpinned names (the lockfile); returns the previous one."""
+    global _pin_source
+    previous, _pin_source = _pin_source, source
+    return previous
+
+
+def resolve(name: KernelName, store: Store) -> Resolved:
+    if name.revision is None and _pin_source is not None:
+        pinned = _pin_source(name)
+        if pinned is not None:
+            return pinned
+    known = store.recall_name(name.key)
+    if known is not None:
+        local = _resolve_locally(name, known, store)
+        if local is not None:
+            return local
+        try:
+            return _resolve_online(name, known, store)
+        except hub.RepoMissing:
+            logger.info("%s: %s is gone from the Hub; looking the name up again", name.typed, known)
+        except hub.HubUnavailable as exc:
+            return _resolve_from_cache(name, known, store, exc)
+    return _discover(name, store)
+
+
+def _resolve_locally(name: KernelName, repo: RepoAddress, store: Store) -> Resolved | None:
+    """Commit pins need no request once the repo is known."""
+    revision = name.revision
+    if revision is not None and is_full_sha(revision):
+        return Resolved(repo, revision, "commit pin")
+    if revision is not None and is_short_sha(revision):
+        matches = sorted(c for c in store.known_commits(repo) if c.startswith(revision))
+        if len(matches) == 1:
+            return Resolved(repo, matches[0], f"commit pin {revision}")
+    return None
+
+
+def _resolve_online(name: KernelName, repo: RepoAddress, store: Store) -> Resolved:
+    try:
+        if name.revision is None:
+            return _resolve_unpinned(name, repo, store)
+        commit = hub.resolve_revision(repo, name.revision)
+    except hub.RevisionMissing as exc:
+        raise _revision_not_found(name, repo) from exc
+    store.remember_revision(repo, name.revision, name.revision, commit)
+    how = "commit pin" if is_full_sha(name.revision) else f"revision {name.revision}"
+    logger.info("%s: %s %s resolved to commit %s", name.typed, repo, how, commit)
+    return Resolved(repo, commit, how)
+
+
+def _resolve_unpinned(name: KernelName, repo: RepoAddress, store: Store) -> Resolved:
+    refs = hub.list_refs(repo)
+    versions = {int(m.group(1)): b for b in refs.branches if (m := _VERSION_BRANCH.fullmatch(b))}
+    branch = f"v{max(versions)}" if versions else "main"
+    if branch not in refs.branches:
+        raise RevisionNotFoundError(
+            f"{name.typed}: {repo} has neither a vN branch nor main, so there is nothing to load unpinned "
+            f"(branches: {_names(refs.branches)}; tags: {_names(refs.tags)}). Pin a revision: "
+            f"kernelhook.get_kernel({repo.repo_id!r}, revision=...)."
+        )
+    commit = refs.branches[branch]
+    store.remember_revision(repo, None, branch, commit)
+    logger.info("%s: unpinned, using %s branch %s at commit %s", name.typed, repo, branch, commit)
+    return Resolved(repo, commit, f"branch {branch}")
+
+
+def _resolve_from_cache(name: KernelName, repo: RepoAddress, store: Store, cause: hub.HubError) -> Resolved:
+    last = store.recall_revision(repo, name.revision)
+    if last is None:
+        asked = "unpinned" if name.revision is None else f"revision {name.revision!r}"
+        raise HubUnreachableError(
+            f"{name.typed}: could not ask the Hub at {hub.endpoint()} to resolve {asked} of {repo} "
+            f"({cause}), and it was never resolved on this machine. Fix: import it once online, pin a "
+            f"commit that is cached, or check HF_ENDPOINT / HF_HUB_OFFLINE."
+        ) from cause
+    age = _age(last.get("resolved_at"))
+    logger.warning(
+        "%s: the Hub cannot be asked (%s); using commit %s, which %s resolved to %s ago",
+        name.typed, cause, last["commit"], last.get("revision") or "the unpinned name", age,
+    )
+    return Resolved(repo, last["commit"], f"cached {last.get('revision')} (offline)")
+
+
+def _discover(name: KernelName, store: Store) -> Resolved:
+    """Try every spelling in every repo type; the first that exists wins and is remembered."""
+    tried = []
+    for repo_id in name.repo_id_candidates():
+        for repo_type in hub.REPO_TYPES:
+            repo = RepoAddress(repo_id, repo_type)
+            tried.append(repo)
+            try:
+                resolved = _resolve_online(name, repo, store)
+            except hub.RepoMissing:
+                continue
+            except hub.HubUnavailable as exc:
+                raise HubUnreachableError(
+                    f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({exc}) to find which repo the "
+                    f"name means, and it was never imported on this machine. Fix: import it once online "
+                    f"(then it also works offline), or check HF_ENDPOINT / HF_HUB_OFFLINE."
+                ) from exc
+            store.remember_name(name.key, repo)
+            return resolved
+    raise KernelNotFoundError(
+        f"No Hub repo answers to {name.typed}: tried {', '.join(_tried(r) for r in tried)} at {hub.endpoint()}. "
+        f"Fix: check the spelling on the Hub; for a private or gated repo set HF_TOKEN; for names with "
+        f"dots use kernelhook.get_kernel('org/repo')."
+    )
+
+
+def _revision_not_found(name: KernelName, repo: RepoAddress) -> RevisionNotFoundError:
+    try:
+        refs = hub.list_refs(repo)  # on the error path only: worth a request for a useful message
+        available = f" (branches: {_names(refs.branches)}; tags: {_names(refs.tags)})"
+    except hub.HubError:
+        available = ""
+    return RevisionNotFoundError(
+        f"{name.typed}: {repo} has no revision {name.revision!r}{available}. "
+        f"Fix: pin an existing branch, tag, vN or commit sha."
+    )
+
+
+def _tried(repo: RepoAddress) -> str:
+    return f"{repo.repo_id} ({repo.repo_type} repo)"
+
+
+def _names(refs: dict) -> str:
+    return ", ".join(sorted(refs)) or "none"
+
+
+def _age(resolved_at) -> str:
+    if not isinstance(resolved_at, (int, float)):
+        return "an unknown time"
+    seconds = max(0, int(time.time() - resolved_at))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,283 @@
+"""The cache: the only module that writes under KERNELHOOK_CACHE.
+
+Layout (``v1/`` is the format version)::
+
+    objects/ab/cdef...                 file contents, named by sha256, read-only, immutable
+    index/git-sha1/<oid>               sha256 of the blob a git oid names (small files)
+    trees/<digest>/...                 a variant's files as hard links to objects
+    refs/<type>/<org>/<name>/
+        revisions/<quoted rev>.json    (repo, revision) -> commit, and when it was resolved
+        commits/<sha>/listing.json     the build/ listing at that commit (immutable)
+        commits/<sha>/variants/<v>     (repo, commit, variant) -> tree digest
+    names/<typed org>/<typed repo>.json  how a typed name mapped to a Hub repo
+    locks/, tmp/
+
+Correctness never depends on the locks (NFS and Lustre lie about them): every
+entry is written to a temporary name in the same filesystem and renamed into
+place, entries are immutable and named by their digest, and a rename that
+finds its target present counts as success. The locks only save duplicate
+downloads. Reading never writes, so a read-only cache can be loaded from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from .errors import CacheError
+
+FORMAT = "v1"
+
+
+@dataclass(frozen=True)
+class RepoAddress:
+    """A Hub repo as the Hub knows it."""
+
+    repo_id: str
+    repo_type: str  # "kernel" or "model"
+
+    def __str__(self) -> str:
+        return self.repo_id if self.repo_type == "model" else f"{self.repo_id} (kernel repo)"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("KERNELHOOK_CACHE"):
+        return Path(os.environ["KERNELHOOK_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kernelhook"
+
+
+def tree_digest(files: dict[str, str]) -> str:
+    """Digest of a variant tree: its relative paths and their contents' sha256."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(f"{path}\0{files[path]}\n".encode())
+    return h.hexdigest()
+
+
+def check_relative_path(path: str) -> str:
+    """A path from a Hub listing, refused unless it stays inside its folder."""
+    pure = PurePosixPath(path)
+    if (
+        not path
+        or "\\" in path
+        or "\0" in path
+        or pure.is_absolute()
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise CacheError(f"refusing the path {path!r} from the Hub listing: it would leave its variant folder")
+    return path
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.top = Path(root) if root is not None else default_cache_dir()
+        self.root = self.top / FORMAT
+
+    # -- reading (never writes) ------------------------------------------------------
+
+    def object_path(self, sha256: str) -> Path:
+        return self.root / "objects" / sha256[:2] / sha256[2:]
+
+    def tree_path(self, digest: str) -> Path:
+        return self.root / "trees" / digest
+
+    def read_json(self, relative: str):
+        try:
+            with open(self.root / relative, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            # A damaged ref is a cache miss, never a crash: it is rewritten on the next resolve.
+            return None
+
+    def read_text(self, relative: str) -> str | None:
+        try:
+            return (self.root / relative).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def sha256_of_git_blob(self, oid: str) -> str | None:
+        return self.read_text(f"index/git-sha1/{oid}")
+
+    # -- refs: tiny files naming commits and trees -------------------------------------
+
+    @staticmethod
+    def _repo_dir(repo: RepoAddress) -> str:
+        return f"refs/{repo.repo_type}/{repo.repo_id}"
+
+    @staticmethod
+    def _revision_file(repo: RepoAddress, revision: str | None) -> str:
+        # None is the unpinned choice (highest vN, else main); quoting keeps '/' out of file names.
+        name = "default" if revision is None else "rev-" + quote(revision, safe="")
+        return f"{Store._repo_dir(repo)}/revisions/{name}.json"
+
+    def recall_name(self, typed_key: str) -> RepoAddress | None:
+        found = self.read_json(f"names/{typed_key}.json")
+        if isinstance(found, dict) and {"repo_id", "repo_type"} <= found.keys():
+            return RepoAddress(found["repo_id"], found["repo_type"])
+        return None
+
+    def remember_name(self, typed_key: str, repo: RepoAddress) -> None:
+        self.write_json(f"names/{typed_key}.json", {"repo_id": repo.repo_id, "repo_type": repo.repo_type})
+
+    def recall_revision(self, repo: RepoAddress, revision: str | None) -> dict | None:
+        """{"commit", "revision", "resolved_at"} as last resolved online, or None."""
+        found = self.read_json(self._revision_file(repo, revision))
+        return found if isinstance(found, dict) and isinstance(found.get("commit"), str) else None
+
+    def remember_revision(self, repo: RepoAddress, revision: str | None, resolved: str, commit: str) -> None:
+        record = {"revision": resolved, "commit": commit, "resolved_at": time.time()}
+        self.write_json(self._revision_file(repo, revision), record)
+
+    def known_commits(self, repo: RepoAddress) -> set[str]:
+        """Every commit of this repo the cache has seen (for short-sha pins)."""
+        base = self.root / self._repo_dir(repo)
+        commits = set()
+        with contextlib.suppress(OSError):
+            commits.update(p.name for p in (base / "commits").iterdir())
+        with contextlib.suppress(OSError):
+            for ref in (base / "revisions").iterdir():
+                found = self.read_json(str(ref.relative_to(self.root)))
+                if isinstance(found, dict) and isinstance(found.get("commit"), str):
+                    commits.add(found["commit"])
+        return commits
+
+    def load_listing(self, repo: RepoAddress, commit: str) -> list | None:
+        found = self.read_json(f"{self._repo_dir(repo)}/commits/{commit}/listing.json")
+        return found if isinstance(found, list) else None
+
+    def save_listing(self, repo: RepoAddress, commit: str, listing: list) -> None:
+        self.write_json(f"{self._repo_dir(repo)}/commits/{commit}/listing.json", listing)
+
+    def variant_tree(self, repo: RepoAddress, commit: str, variant: str) -> str | None:
+        digest = self.read_text(f"{self._repo_dir(repo)}/commits/{commit}/variants/{variant}")
+        return digest if digest and self.tree_path(digest).is_dir() else None
+
+    def remember_variant_tree(self, repo: RepoAddress, commit: str, variant: str, digest: str) -> None:
+        self.write_text(f"{self._repo_dir(repo)}/commits/{commit}/variants/{variant}", digest)
+
+    # -- writing (atomic) ------------------------------------------------------------
+
+    def write_json(self, relative: str, value) -> None:
+        self._write_atomic(self.root / relative, json.dumps(value, indent=1, sort_keys=True).encode())
+
+    def write_text(self, relative: str, text: str) -> None:
+        self._write_atomic(self.root / relative, text.encode())
+
+    def _write_atomic(self, target: Path, data: bytes) -> None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+        except OSError as exc:
+            raise _cache_error("write", target, exc) from exc
+
+    def temp_file(self):
+        """A new file under tmp/ (same filesystem as objects/, so a rename is atomic)."""
+        tmp = self.root / "tmp"
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(dir=tmp, prefix="download-")
+        except OSError as exc:
+            raise _cache_error("create a file in", tmp, exc) from exc
+        return os.fdopen(fd, "w+b"), Path(path)
+
+    def add_object(self, temp_path: Path, sha256: str) -> Path:
+        """Move a verified temp file into objects/ under its sha256."""
+        target = self.object_path(sha256)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(temp_path, 0o444)  # objects are immutable; hard links in trees share this
+            os.replace(temp_path, target)  # same content either way: a concurrent writer is harmless
+        except OSError as exc:
+            _unlink_quietly(temp_path)
+            raise _cache_error("store", target, exc) from exc
+        return target
+
+    def remember_git_blob(self, oid: str, sha256: str) -> None:
+        self.write_text(f"index/git-sha1/{oid}", sha256)
+
+    def make_tree(self, files: dict[str, str]) -> tuple[str, Path]:
+        """Materialise a variant tree ({relative path: sha256}) from objects; returns (digest, dir)."""
+        digest = tree_digest(files)
+        final = self.tree_path(digest)
+        if final.is_dir():
+            return digest, final
+        try:
+            staging = Path(tempfile.mkdtemp(dir=self._mkdir("tmp"), prefix="tree-"))
+            try:
+                for relative, sha256 in files.items():
+                    dest = staging / check_relative_path(relative)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(self.object_path(sha256), dest)
+                self._mkdir("trees")
+                os.rename(staging, final)
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                if not (exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and final.is_dir()):
+                    raise  # another process renaming the same digest first is success
+        except OSError as exc:
+            raise _cache_error("build the tree", final, exc) from exc
+        return digest, final
+
+    def _mkdir(self, relative: str) -> Path:
+        path = self.root / relative
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, key: str, timeout: float = 600.0):
+        """Advisory lock that saves duplicate work; never needed for correctness.
+
+        A cache we cannot write to (a read-only mount) simply runs unlocked.
+        """
+        import filelock
+
+        try:
+            lock = filelock.FileLock(str(self._mkdir("locks") / f"{key}.lock"), timeout=timeout)
+            lock.acquire()
+        except (OSError, filelock.Timeout):
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)  # filesystems without hard links
+
+
+def _unlink_quietly(path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _cache_error(action: str, path: Path, exc: OSError) -> CacheError:
+    fix = {
+        errno.ENOSPC: "free disk space or point KERNELHOOK_CACHE at a larger disk",
+        errno.EACCES: "make the cache writable or point KERNELHOOK_CACHE at a writable folder",
+        errno.EROFS: "the cache is read-only: pre-fill it where it is writable, or point KERNELHOOK_CACHE elsewhere",
+    }.get(exc.errno, "check the cache folder (KERNELHOOK_CACHE)")
+    return CacheError(f"could not {action} {path}: {exc.strerror or exc}; {fix}")
