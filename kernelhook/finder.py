@@ -27,7 +27,11 @@ class KernelHubFinder:
     def find_spec(self, fullname, path=None, target=None):
         if not fullname.startswith(_PREFIX):
             return None
-        parsed = parse_module_name(fullname)  # raises InvalidKernelName for malformed names
+        try:
+            parsed = parse_module_name(fullname)
+        except ImportError:  # a malformed name: typed error, and no namespace left behind for it
+            _drop_empty_org(fullname.split(".")[1])
+            raise
         if parsed.kernel is None:
             return _spec(fullname, _OrgLoader(parsed), is_package=True)
         if parsed.submodule is None:
@@ -89,7 +93,7 @@ class _KernelLoader(_AliasLoader):
         try:
             self.module = load_kernel(self.parsed.kernel)
         except BaseException:
-            _drop_empty_org(self.parsed)
+            _drop_empty_org(self.parsed.org)
             raise
         return super().create_module(spec)
 
@@ -116,18 +120,18 @@ def _submodule_spec(fullname: str):
     return _spec(fullname, _AliasLoader(real), is_package=hasattr(real, "__path__"))
 
 
-def _drop_empty_org(parsed: ModuleName) -> None:
+def _drop_empty_org(org: str) -> None:
     """A failed kernel import leaves no namespace behind that only it created."""
-    org_name = f"{ROOT}.{parsed.org}"
-    org = sys.modules.get(org_name)
-    if org is None or not isinstance(getattr(org, "__loader__", None), _OrgLoader):
+    org_name = f"{ROOT}.{org}"
+    module = sys.modules.get(org_name)
+    if module is None or not isinstance(getattr(module, "__loader__", None), _OrgLoader):
         return
-    if any(isinstance(value, types.ModuleType) for value in vars(org).values()):
+    if any(isinstance(value, types.ModuleType) for value in vars(module).values()):
         return
     sys.modules.pop(org_name, None)
     root = sys.modules.get(ROOT)
-    if root is not None and getattr(root, parsed.org, None) is org:
-        delattr(root, parsed.org)
+    if root is not None and getattr(root, org, None) is module:
+        delattr(root, org)
 
 
 class HookHandle:

@@ -178,11 +178,12 @@ def _translate(exc: Exception, url: str | None) -> HubError:
 
 
 def _url_of(exc: Exception) -> str | None:
-    request = getattr(exc, "request", None) or getattr(getattr(exc, "response", None), "request", None)
-    try:
-        return str(request.url) if request is not None else None
-    except Exception:  # some transports raise on .request when there is none
-        return None
+    for holder in (exc, getattr(exc, "response", None)):
+        try:
+            return str(holder.request.url)
+        except Exception:  # httpx raises RuntimeError on .request when there is none
+            continue
+    return None
 
 
 def _first_line(exc: Exception) -> str:

@@ -56,7 +56,7 @@ def resolve(name: KernelName, store: Store) -> Resolved:
         pinned = _pin_source(name)
         if pinned is not None:
             return pinned
-    known = store.recall_name(name.key)
+    known = store.recall_name(name.key) or _cached_spelling(name, store)
     if known is not None:
         local = _resolve_locally(name, known, store)
         if local is not None:
@@ -68,6 +68,20 @@ def resolve(name: KernelName, store: Store) -> Resolved:
         except hub.HubUnavailable as exc:
             return _resolve_from_cache(name, known, store, exc)
     return _discover(name, store)
+
+
+def _cached_spelling(name: KernelName, store: Store) -> RepoAddress | None:
+    """A commit pin needs no lookup when the cache holds that commit under one of the name's spellings
+    (say it was first loaded as ``get_kernel("kernels-ext-npu/RMSNorm", ...)``)."""
+    revision = name.revision
+    if revision is None or not (is_full_sha(revision) or is_short_sha(revision)):
+        return None
+    for repo_id in name.repo_id_candidates():
+        for repo_type in hub.REPO_TYPES:
+            repo = RepoAddress(repo_id, repo_type)
+            if any(commit.startswith(revision) for commit in store.known_commits(repo)):
+                return repo
+    return None
 
 
 def _resolve_locally(name: KernelName, repo: RepoAddress, store: Store) -> Resolved | None:

@@ -25,6 +25,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from .errors import CacheError
+
+logger = logging.getLogger("kernelhook")
 
 FORMAT = "v1"
 
@@ -170,10 +173,18 @@ class Store:
     # -- writing (atomic) ------------------------------------------------------------
 
     def write_json(self, relative: str, value) -> None:
-        self._write_atomic(self.root / relative, json.dumps(value, indent=1, sort_keys=True).encode())
+        self._remember(relative, json.dumps(value, indent=1, sort_keys=True).encode())
 
     def write_text(self, relative: str, text: str) -> None:
-        self._write_atomic(self.root / relative, text.encode())
+        self._remember(relative, text.encode())
+
+    def _remember(self, relative: str, data: bytes) -> None:
+        """Refs and indexes only save work later: a cache we cannot write (a read-only,
+        pre-filled mount) still loads, it just remembers nothing new."""
+        try:
+            self._write_atomic(self.root / relative, data)
+        except CacheError as exc:
+            logger.debug("not remembered: %s", exc)
 
     def _write_atomic(self, target: Path, data: bytes) -> None:
         try:
