@@ -117,8 +117,8 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
         problem = _mismatch(entry, size, sha256, git_oid)
         if problem:
             raise DownloadError(
-                f"{repo}@{commit[:12]}: {entry.path} does not match the Hub's listing ({problem}); nothing was "
-                f"cached. Fix: retry; if it persists the repo or a proxy serves wrong bytes."
+                f"{repo}@{commit[:12]}: {entry.path} does not match the Hub's listing ({problem}); it was not "
+                f"cached. Fix: retry; if it persists, the Hub or a proxy serves wrong bytes."
             )
     except hub.HubError as exc:
         temp.unlink(missing_ok=True)

@@ -1,0 +1,15 @@
+import torch
+from torch import nn
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, epsilon: float) -> torch.Tensor:
+    # Accumulate in float32 like the fused kernels do, then cast back.
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    return (x.float() * torch.rsqrt(variance + epsilon)).to(x.dtype) * weight
+
+
+class RMSNorm(nn.Module):
+    """Forward for modules that hold `weight` and `variance_epsilon` (transformers' *RMSNorm)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return rms_norm(hidden_states, self.weight, self.variance_epsilon)

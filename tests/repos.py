@@ -1,0 +1,94 @@
+"""The kernel repos the loader tests import, published to a LocalHub with real history.
+
+Test kernels are plain Python (no torch import) so that loading them is fast;
+each says which variant and version it is, so a test can tell what it got.
+"""
+
+import json
+
+SEED = "kernels-ext-npu/RMSNorm"  # model repo, the seed's layout: build/<variant>/RMSNorm/__init__.py
+RELU = "kernels-community/relu"  # kernel repo, the newer layout: build/<variant>/__init__.py + metadata.json
+SEED_VARIANTS = (
+    "torch-universal",
+    "torch27-cxx11-cann82-aarch64-linux",
+    "torch27-cxx11-cu126-x86_64-linux",
+    "torch28-cxx11-rocm64-x86_64-linux",
+)
+
+
+def seed_layout(variant: str, version: str, package: str = "RMSNorm") -> dict:
+    base = f"build/{variant}/{package}"
+    return {
+        f"{base}/__init__.py": (
+            "from . import layers\n"
+            "from .layers import RMSNorm\n"
+            f"VARIANT = {variant!r}\n"
+            f"VERSION = {version!r}\n"
+        ),
+        f"{base}/layers.py": (
+            "class RMSNorm:\n"
+            "    def forward(self, x):\n"
+            f"        return ('rmsnorm', {version!r}, x)\n"
+        ),
+    }
+
+
+def new_layout(variant: str, version: str, extra: dict | None = None) -> dict:
+    base = f"build/{variant}"
+    files = {
+        f"{base}/__init__.py": (
+            "from . import _ops, layers\n"
+            f"VARIANT = {variant!r}\n"
+            f"VERSION = {version!r}\n"
+            "def relu(xs):\n"
+            "    return [max(0, x) for x in xs]\n"
+        ),
+        f"{base}/_ops.py": f"OPS_NAMESPACE = 'relu_{version.replace('.', '_')}'\n",
+        f"{base}/layers.py": "class ReLU:\n    def forward(self, x):\n        return max(0, x)\n",
+        f"{base}/lazy.py": "LOADED_LAZILY = True\n",  # not imported by __init__: reached through the hook
+        f"{base}/metadata.json": json.dumps({"id": "relu", "python-depends": []}),
+    }
+    files.update(extra or {})
+    return files
+
+
+def publish_world(hub) -> dict:
+    """Publish every repo the read-only tests use; returns the commit shas by label."""
+    shas = {}
+    hub.create_repo(SEED)
+    v1 = {}
+    for variant in SEED_VARIANTS:
+        v1.update(seed_layout(variant, "1.0"))
+    shas["seed_v1"] = hub.commit(SEED, v1, branch="v1", message="RMSNorm 1.0")
+    hub.set_branch(SEED, "main", shas["seed_v1"])
+    hub.create_tag(SEED, "v1.0.0", shas["seed_v1"])
+    hub.create_tag(SEED, "stable", shas["seed_v1"])
+    v2 = {}
+    for variant in SEED_VARIANTS:
+        v2.update(seed_layout(variant, "2.0"))
+    hub.set_branch(SEED, "v2", shas["seed_v1"])
+    shas["seed_v2"] = hub.commit(SEED, v2, branch="v2", message="RMSNorm 2.0")
+    hub.set_branch(SEED, "main", shas["seed_v2"])
+
+    hub.create_repo(RELU, repo_type="kernel")
+    blob = {"build/torch-universal/weights.bin": bytes(range(256)) * 64}  # an LFS file
+    shas["relu_v1"] = hub.commit(RELU, new_layout("torch-universal", "1.0", blob), repo_type="kernel", branch="v1")
+
+    # Both spellings exist: the literal name wins.
+    for repo_id, label in (("acme/liger_kernels", "literal"), ("acme/liger-kernels", "hyphenated")):
+        hub.create_repo(repo_id)
+        shas[label] = hub.commit(repo_id, seed_layout("torch-universal", label, package="liger"))
+    hub.create_repo("acme/my.kernel")  # a dot: reachable through get_kernel only
+    shas["dotted"] = hub.commit("acme/my.kernel", new_layout("torch-universal", "dotted"))
+    hub.create_repo("acme/no-build")
+    shas["no_build"] = hub.commit("acme/no-build", {"README.md": "# not a kernel\n"})
+    hub.create_repo("acme/cuda-only")
+    shas["cuda_only"] = hub.commit("acme/cuda-only", seed_layout("torch27-cxx11-cu126-x86_64-linux", "1.0", "cuda_only"))
+    hub.create_repo("acme/broken")
+    shas["broken"] = hub.commit("acme/broken", {
+        "build/torch-universal/__init__.py": "from . import helper\nraise RuntimeError('kernel init failed')\n",
+        "build/torch-universal/helper.py": "X = 1\n",
+    })
+    hub.create_repo("acme/tagless")  # no vN branch and no main: unpinned has nothing to pick
+    shas["tagless"] = hub.commit("acme/tagless", seed_layout("torch-universal", "x", "tagless"), branch="dev")
+    return shas

@@ -1,0 +1,186 @@
+"""The import syntax and get_kernel against the loopback Hub: pin forms, layouts,
+repo types, name mapping, variant choice, side-by-side versions."""
+
+import importlib
+import sys
+import threading
+
+import pytest
+
+import kernelhook
+from kernelhook.errors import KernelNotFoundError, NoCompatibleVariantError
+
+from .conftest import ASCEND
+from .repos import RELU, SEED
+
+
+def test_unpinned_import_takes_the_highest_version_branch(env, system, hub):
+    import kernels_hub.kernels_ext_npu.RMSNorm
+
+    rms = kernels_hub.kernels_ext_npu.RMSNorm
+    assert rms.VERSION == "2.0" and rms.VARIANT == "torch-universal"
+    origin = kernelhook.origin(rms)
+    assert (origin.repo_id, origin.commit, origin.how) == (SEED, hub.shas["seed_v2"], "branch v2")
+    assert sys.modules["kernels_hub.kernels_ext_npu.RMSNorm"] is rms
+
+
+@pytest.mark.parametrize(
+    "suffix, version",
+    [
+        ("@v1", "1.0"),  # vN: the major-version branch
+        ("@v2", "2.0"),
+        ("@main", "2.0"),  # a branch
+        ("@stable", "1.0"),  # a tag
+    ],
+)
+def test_pins_by_name(env, system, suffix, version):
+    module = importlib.import_module(f"kernels_hub.kernels_ext_npu.RMSNorm{suffix}")
+    assert module.VERSION == version
+
+
+def test_pins_by_full_and_short_commit(env, system, hub):
+    full = hub.shas["seed_v1"]
+    assert importlib.import_module(f"kernels_hub.kernels_ext_npu.RMSNorm@{full}").VERSION == "1.0"
+    short = hub.shas["seed_v2"][:9]
+    assert importlib.import_module(f"kernels_hub.kernels_ext_npu.RMSNorm@{short}").VERSION == "2.0"
+
+
+def test_get_kernel_takes_dotted_revisions_and_versions(env, system):
+    assert kernelhook.get_kernel(SEED, revision="v1.0.0").VERSION == "1.0"
+    assert kernelhook.get_kernel(SEED, version=2).VERSION == "2.0"
+    assert kernelhook.get_kernel("acme/my.kernel").VERSION == "dotted"
+
+
+def test_get_kernel_and_import_give_the_very_same_module(env, system, hub):
+    imported = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
+    assert kernelhook.get_kernel(SEED, revision="v1.0.0") is imported
+    assert kernelhook.get_kernel(SEED, revision=hub.shas["seed_v1"]) is imported
+
+
+def test_two_versions_live_side_by_side_with_their_own_submodules(env, system):
+    v1 = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
+    v2 = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v2")
+    assert v1 is not v2 and v1.__name__ != v2.__name__
+    assert v1.layers is not v2.layers
+    assert v1.RMSNorm().forward(0) == ("rmsnorm", "1.0", 0)
+    assert v2.RMSNorm().forward(0) == ("rmsnorm", "2.0", 0)
+
+
+def test_identical_content_under_two_pins_is_one_module(env, system):
+    v2 = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v2")
+    main = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@main")
+    assert v2 is main
+
+
+def test_submodules_through_the_public_name_are_the_kernels_own(env, system):
+    relu = importlib.import_module("kernels_hub.kernels_community.relu")
+    import kernels_hub.kernels_community.relu.layers as layers
+
+    assert layers is relu.layers and layers.__name__ == relu.__name__ + ".layers"
+    # a submodule the kernel's __init__ does not import is found in the store, not on sys.path
+    lazy = importlib.import_module("kernels_hub.kernels_community.relu.lazy")
+    assert lazy.LOADED_LAZILY and lazy is sys.modules[relu.__name__ + ".lazy"]
+    pinned = importlib.import_module("kernels_hub.kernels_community.relu@v1._ops")
+    assert pinned is relu._ops
+
+
+def test_module_is_loaded_from_the_store_not_sys_path(env, system):
+    relu = importlib.import_module("kernels_hub.kernels_community.relu")
+    origin = kernelhook.origin(relu)
+    assert relu.__file__.startswith(env["KERNELHOOK_CACHE"])
+    assert not any(entry and env["KERNELHOOK_CACHE"] in entry for entry in sys.path)
+    assert relu.__spec__.name == relu.__name__  # the alias did not overwrite the module's own spec
+    assert origin.package == origin.tree  # the newer layout: __init__.py at the variant root
+
+
+def test_kernel_repo_type_and_lfs_files(env, system, hub):
+    relu = importlib.import_module("kernels_hub.kernels_community.relu")
+    assert kernelhook.origin(relu).repo_type == "kernel"
+    assert relu.relu([-1, 2]) == [0, 2]
+    weights = kernelhook.origin(relu).tree / "weights.bin"
+    assert weights.read_bytes() == bytes(range(256)) * 64
+
+
+def test_underscores_find_hyphenated_names_and_the_literal_name_wins(env, system):
+    assert importlib.import_module("kernels_hub.acme.liger_kernels").VERSION == "literal"
+    assert importlib.import_module("kernels_hub.acme.liger-kernels").VERSION == "hyphenated"
+    assert importlib.import_module("kernels_hub.kernels-ext-npu.RMSNorm@v1").VERSION == "1.0"
+
+
+def test_found_name_mapping_is_remembered(env, system, hub):
+    importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
+    first = len(hub.requests)
+    assert first > 1  # discovery tried spellings and repo types first
+    for name in [n for n in sys.modules if n.startswith(("kernels_hub.kernels_ext_npu", "_kernelhook_"))]:
+        del sys.modules[name]
+    hub.clear_requests()
+    importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
+    assert [r.path for r in hub.requests] == ["/api/models/kernels-ext-npu/RMSNorm/revision/v1"]
+
+
+@pytest.mark.parametrize(
+    "description, variant",
+    [
+        (ASCEND, "torch27-cxx11-cann82-aarch64-linux"),
+        ("torch27-cxx11-cu126-x86_64-linux", "torch27-cxx11-cu126-x86_64-linux"),
+        ("torch27-cxx11-cu128-x86_64-linux", "torch27-cxx11-cu126-x86_64-linux"),  # older CUDA minor loads
+        ("torch28-cxx11-rocm64-x86_64-linux", "torch28-cxx11-rocm64-x86_64-linux"),
+        ("torch213-cxx11-cpu-x86_64-linux", "torch-universal"),
+        ("torch213-cxx11-cann82-aarch64-linux", "torch-universal"),  # no torch 2.13 NPU build in this repo
+    ],
+)
+def test_variant_choice_follows_the_injected_system(env, system, description, variant):
+    system(description)
+    module = kernelhook.get_kernel(SEED, version=1)
+    assert module.VARIANT == variant and kernelhook.origin(module).variant == variant
+
+
+def test_only_the_chosen_variants_files_are_downloaded(env, system, hub):
+    system(ASCEND)
+    kernelhook.get_kernel(SEED, version=1)
+    downloads = [r.path for r in hub.requests if "/resolve/" in r.path]
+    assert sorted(downloads) == sorted(
+        f"/kernels-ext-npu/RMSNorm/resolve/{hub.shas['seed_v1']}/build/torch27-cxx11-cann82-aarch64-linux/RMSNorm/{f}"
+        for f in ("__init__.py", "layers.py")
+    )
+
+
+def test_no_variant_for_this_system_lists_every_variant_and_why(env, system, hub):
+    with pytest.raises(NoCompatibleVariantError) as info:
+        kernelhook.get_kernel("acme/cuda-only")
+    message = str(info.value)
+    assert "acme/cuda-only" in message and hub.shas["cuda_only"] in message
+    assert "torch27-cxx11-cu126-x86_64-linux: built for CUDA 12.6; this system has CPU" in message
+    assert "torch 2.13, cxx11 ABI, CPU, x86_64 linux" in message
+    assert isinstance(info.value, ImportError)
+
+
+def test_threads_importing_at_once_load_each_kernel_once(env, system):
+    results, errors = [], []
+
+    def worker(spelling):
+        try:
+            results.append(importlib.import_module(spelling))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    spellings = ["kernels_hub.kernels_community.relu", "kernels_hub.kernels_community.relu@v1"] * 4
+    threads = [threading.Thread(target=worker, args=(s,)) for s in spellings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(results) == len(spellings)
+    assert len({id(m) for m in results}) == 1
+
+
+def test_unknown_kernel_is_module_not_found(env, system):
+    with pytest.raises(KernelNotFoundError) as info:
+        import kernels_hub.nobody_here.nothing  # noqa: F401
+    assert isinstance(info.value, ModuleNotFoundError)
+    assert "nobody_here/nothing (kernel repo)" in str(info.value) and "nobody-here/nothing (model repo)" in str(info.value)
+
+
+def test_kernel_repo_type_is_tried_before_model(env, system, hub):
+    kernelhook.get_kernel(RELU)
+    assert hub.requests[0].path == "/api/kernels/kernels-community/relu/refs"

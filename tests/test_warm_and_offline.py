@@ -1,0 +1,135 @@
+"""The warm path is the product: request counts on the server, and loading with the Hub gone.
+
+Each check runs in a fresh interpreter, as a user's next process would.
+"""
+
+import socket
+
+import pytest
+
+import kernelhook
+from kernelhook.errors import HubUnreachableError
+
+from .conftest import run_python
+from .repos import SEED
+
+SEED_API = "/api/models/kernels-ext-npu/RMSNorm"
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+
+
+def test_plain_import_statement_works_in_a_fresh_interpreter(env, hub):
+    result = run_python(
+        """
+        import sys
+        import kernels_hub.kernels_ext_npu.RMSNorm
+        import kernelhook
+        rms = kernels_hub.kernels_ext_npu.RMSNorm
+        print(rms.VERSION, kernelhook.origin(rms).commit)
+        """,
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2.0", hub.shas["seed_v2"]]
+
+
+def test_importing_kernels_hub_loads_neither_torch_nor_huggingface_hub(env):
+    result = run_python(
+        "import sys, kernels_hub; print('torch' in sys.modules, 'huggingface_hub' in sys.modules)", env, system=None
+    )
+    assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_cold_import_lists_once_and_fetches_one_request_per_file(env, system, hub):
+    kernelhook.get_kernel(SEED, revision="v1")
+    assert [(r.method, r.path) for r in hub.requests] == [
+        ("GET", "/api/kernels/kernels-ext-npu/RMSNorm/revision/v1"),  # kernel repo type first: not there
+        ("GET", f"{SEED_API}/revision/v1"),
+        ("GET", f"{SEED_API}/tree/{hub.shas['seed_v1']}/build"),
+        ("GET", f"/kernels-ext-npu/RMSNorm/resolve/{hub.shas['seed_v1']}/build/torch-universal/RMSNorm/__init__.py"),
+        ("GET", f"/kernels-ext-npu/RMSNorm/resolve/{hub.shas['seed_v1']}/build/torch-universal/RMSNorm/layers.py"),
+    ]
+
+
+def test_warm_commit_pin_makes_no_request_and_never_imports_huggingface_hub(env, system, hub):
+    sha = hub.shas["seed_v1"]
+    kernelhook.get_kernel(SEED, revision=sha)
+    hub.clear_requests()
+    result = run_python(
+        f"""
+        import importlib, sys
+        rms = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{sha}")
+        short = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{sha[:7]}")
+        print(rms.VERSION, short is rms, "huggingface_hub" in sys.modules)
+        """,
+        env,
+    )
+    assert result.stdout.split() == ["1.0", "True", "False"], result.stderr
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize(
+    "spelling, expected_request",
+    [
+        ("kernels_hub.kernels_ext_npu.RMSNorm@v1", f"{SEED_API}/revision/v1"),
+        ("kernels_hub.kernels_ext_npu.RMSNorm@stable", f"{SEED_API}/revision/stable"),
+        ("kernels_hub.kernels_ext_npu.RMSNorm", f"{SEED_API}/refs"),
+    ],
+)
+def test_warm_branch_tag_or_unpinned_import_makes_exactly_one_request(env, hub, spelling, expected_request):
+    assert run_python(f"import importlib; importlib.import_module({spelling!r})", env).returncode == 0
+    hub.clear_requests()
+    result = run_python(f"import importlib; importlib.import_module({spelling!r})", env)
+    assert result.returncode == 0, result.stderr
+    assert [r.path for r in hub.requests] == [expected_request]
+
+
+ALL_PIN_FORMS = """
+import importlib, kernelhook
+forms = {{
+    "unpinned": lambda: importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm"),
+    "vN": lambda: importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1"),
+    "branch": lambda: importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@main"),
+    "tag": lambda: importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@stable"),
+    "full": lambda: importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{full}"),
+    "short": lambda: importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{short}"),
+    "dotted": lambda: kernelhook.get_kernel("kernels-ext-npu/RMSNorm", revision="v1.0.0"),
+    "version": lambda: kernelhook.get_kernel("kernels-ext-npu/RMSNorm", version=2),
+    "kernel-type": lambda: importlib.import_module("kernels_hub.kernels_community.relu"),
+}}
+print(" ".join(f"{{name}}={{load().VERSION}}" for name, load in forms.items()))
+"""
+EXPECTED = "unpinned=2.0 vN=1.0 branch=2.0 tag=1.0 full=1.0 short=2.0 dotted=1.0 version=2.0 kernel-type=1.0".split()
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "hub unreachable"])
+def test_every_pin_form_loads_offline_after_an_online_import(env, hub, how):
+    code = ALL_PIN_FORMS.format(full=hub.shas["seed_v1"], short=hub.shas["seed_v2"][:8])
+    online = run_python(code, env)
+    assert online.stdout.split() == EXPECTED, online.stderr
+    hub.clear_requests()
+    offline_env = dict(env, HF_HUB_OFFLINE="1") if how == "HF_HUB_OFFLINE" else dict(env, HF_ENDPOINT=_closed_port_url())
+    offline = run_python(code, offline_env)
+    assert offline.stdout.split() == EXPECTED, offline.stderr
+    assert hub.requests == []
+    assert "using commit" in offline.stderr and "resolved to" in offline.stderr  # the warning says so
+
+
+def test_offline_with_nothing_cached_says_what_to_do(env, system, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnreachableError) as info:
+        kernelhook.get_kernel(SEED, version=1)
+    message = str(info.value)
+    assert "kernels-ext-npu/RMSNorm" in message and "HF_HUB_OFFLINE" in message and "import it once online" in message
+
+
+def test_hub_down_with_nothing_cached_is_a_clear_error(env, system, monkeypatch):
+    url = _closed_port_url()
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    with pytest.raises(HubUnreachableError) as info:
+        import kernels_hub.kernels_ext_npu.RMSNorm  # noqa: F401
+    assert url in str(info.value) and isinstance(info.value, ImportError)
