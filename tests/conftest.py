@@ -76,13 +76,19 @@ def clean_modules():
                 delattr(root, attribute)
 
 
-def run_python(code: str, env: dict, *, system: str | None = CPU, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter (nothing imported yet), with the given Hub and cache."""
+def child_env(env: dict, system: str | None = CPU) -> dict:
+    """The environment of a fresh interpreter that uses the given Hub and cache."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "KERNELHOOK_"))}
     full_env.update(env)
     full_env["HF_HOME"] = _HF_HOME
     if system:
         full_env["KERNELHOOK_SYSTEM"] = system
+    return full_env
+
+
+def run_python(code: str, env: dict, *, system: str | None = CPU, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (nothing imported yet), with the given Hub and cache."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", textwrap.dedent(code)], env=child_env(env, system), capture_output=True, text=True,
+        timeout=timeout,
     )

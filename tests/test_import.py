@@ -155,7 +155,7 @@ def test_no_variant_for_this_system_lists_every_variant_and_why(env, system, hub
     assert isinstance(info.value, ImportError)
 
 
-def test_threads_importing_at_once_load_each_kernel_once(env, system):
+def test_threads_importing_at_once_load_each_kernel_once(env, system, hub):
     results, errors = [], []
 
     def worker(spelling):
@@ -172,6 +172,8 @@ def test_threads_importing_at_once_load_each_kernel_once(env, system):
         t.join(timeout=60)
     assert not errors and len(results) == len(spellings)
     assert len({id(m) for m in results}) == 1
+    downloads = [r.path for r in hub.requests if "/resolve/" in r.path]
+    assert len(downloads) == len(set(downloads)) == 6  # every file of the variant fetched exactly once
 
 
 def test_unknown_kernel_is_module_not_found(env, system):

@@ -4,13 +4,15 @@ Each check runs in a fresh interpreter, as a user's next process would.
 """
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
 import kernelhook
 from kernelhook.errors import HubUnreachableError
 
-from .conftest import run_python
+from .conftest import child_env, run_python
 from .repos import SEED
 
 SEED_API = "/api/models/kernels-ext-npu/RMSNorm"
@@ -133,3 +135,13 @@ def test_hub_down_with_nothing_cached_is_a_clear_error(env, system, monkeypatch)
     with pytest.raises(HubUnreachableError) as info:
         import kernels_hub.kernels_ext_npu.RMSNorm  # noqa: F401
     assert url in str(info.value) and isinstance(info.value, ImportError)
+
+
+def test_processes_importing_into_one_empty_cache_fetch_each_file_once(env, hub):
+    code = "import kernels_hub.kernels_community.relu as r; print(r.VERSION)"
+    children = [subprocess.Popen([sys.executable, "-c", code], env=child_env(env), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [child.communicate(timeout=120) for child in children]
+    assert [out.strip() for out, _ in outputs] == ["1.0"] * 4, [err for _, err in outputs]
+    downloads = [r.path for r in hub.requests if "/resolve/" in r.path]
+    assert len(downloads) == len(set(downloads)) == 6
