@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub
-from .errors import DownloadError, HubUnreachableError, NoBuildError, NoCompatibleVariantError
+from .errors import (
+    DownloadError,
+    HubUnreachableError,
+    NoBuildError,
+    NoCompatibleVariantError,
+    RevisionNotFoundError,
+)
 from .resolve import Resolved
 from .store import Store, check_relative_path
 from .system import SystemInfo
@@ -62,6 +68,10 @@ def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
         return [hub.ListingEntry.from_json(entry) for entry in cached]
     try:
         listing = hub.list_build(resolved.repo, resolved.commit)
+    except hub.RevisionMissing as exc:  # a commit pin the repo does not have
+        raise RevisionNotFoundError(
+            f"{resolved.repo} has no commit {resolved.commit}. Fix: check the sha, or pin a branch, tag or vN."
+        ) from exc
     except hub.EntryMissing as exc:
         raise NoBuildError(
             f"{resolved.repo} at commit {resolved.commit} has no build/ folder, so it holds no kernel builds. "

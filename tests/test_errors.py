@@ -65,6 +65,12 @@ def test_errors_keep_the_org_namespace_when_it_holds_other_kernels(env, system):
     assert sys.modules["kernels_hub.acme"].liger_kernels.VERSION == "literal"
 
 
+def test_a_commit_the_repo_does_not_have_is_revision_not_found(env, system):
+    kernelhook.get_kernel(SEED, version=1)  # the name is known from now on: commit pins skip the lookup
+    with pytest.raises(RevisionNotFoundError, match="has no commit 0123456789abcdef0123456789abcdef01234567"):
+        importlib.import_module("kernels_hub.kernels-ext-npu.RMSNorm@0123456789abcdef0123456789abcdef01234567")
+
+
 def test_revision_and_version_together_is_bad_usage(env, system):
     with pytest.raises(InvalidRevision, match="not both"):
         kernelhook.get_kernel(SEED, revision="v1", version=1)
