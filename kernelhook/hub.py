@@ -4,7 +4,8 @@ huggingface_hub is imported on first use, never at import time, so that a
 warm, commit-pinned import never loads it. Endpoint, token and offline mode
 follow its environment variables (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
 
-Calls made, and nothing else:
+Calls made, and nothing else (the first two through huggingface_hub's session,
+without HfApi, because they are the warm path's only requests):
   * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a revision to a commit
   * ``GET /api/{type}s/{repo}/refs``             branches and tags (unpinned imports)
   * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive
@@ -19,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import BinaryIO
+from urllib.parse import quote
 
 from .store import RepoAddress
 
@@ -86,26 +88,44 @@ class Refs:
     tags: dict[str, str]
 
 
+def resolve_revision(repo: RepoAddress, revision: str) -> str:
+    """One request: the commit a branch, tag, full or short sha names."""
+    info = _get_json(repo, f"revision/{quote(revision, safe='')}")
+    return _checked_sha(info.get("sha") if isinstance(info, dict) else None, repo)
+
+
+def list_refs(repo: RepoAddress) -> Refs:
+    """One request: every branch and tag with the commit it points at."""
+    data = _get_json(repo, "refs")
+    try:
+        return Refs(
+            branches={ref["name"]: _checked_sha(ref["targetCommit"], repo) for ref in data["branches"]},
+            tags={ref["name"]: _checked_sha(ref["targetCommit"], repo) for ref in data["tags"]},
+        )
+    except (KeyError, TypeError) as exc:
+        raise HubUnavailable(f"the Hub's refs answer for {repo} is malformed ({exc!r})") from exc
+
+
+def _get_json(repo: RepoAddress, path: str):
+    """GET /api/{type}s/{repo}/{path} through huggingface_hub's own session, headers and errors.
+
+    These are the warm path's only requests, so they skip HfApi (~170 ms to import);
+    huggingface_hub's headers (~130 ms: its token logic imports yaml and OAuth) stay,
+    because private repos, OIDC and refreshed tokens must keep working.
+    """
+    url = f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}"
+    with _translated(repo, None, url=url):  # offline is checked before anything is imported
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        response = get_session().get(url, headers=build_hf_headers(library_name="kernelhook"))
+        hf_raise_for_status(response)
+        return response.json()
+
+
 def _api():
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=endpoint())
-
-
-def resolve_revision(repo: RepoAddress, revision: str) -> str:
-    """One request: the commit a branch, tag, full or short sha names."""
-    with _translated(repo, revision):
-        info = _api().repo_info(repo.repo_id, repo_type=repo.repo_type, revision=revision)
-    return _checked_sha(info.sha, repo)
-
-
-def list_refs(repo: RepoAddress) -> Refs:
-    with _translated(repo, None):
-        refs = _api().list_repo_refs(repo.repo_id, repo_type=repo.repo_type)
-    return Refs(
-        branches={ref.name: _checked_sha(ref.target_commit, repo) for ref in refs.branches},
-        tags={ref.name: _checked_sha(ref.target_commit, repo) for ref in refs.tags},
-    )
 
 
 def list_build(repo: RepoAddress, commit: str) -> list[ListingEntry]:
@@ -154,9 +174,17 @@ class _translated:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc is None or isinstance(exc, HubError) or not isinstance(exc, Exception):
-            return False
+        if exc is None or isinstance(exc, HubError) or not _is_transport_or_hub_error(exc):
+            return False  # a bug stays a bug: it is not reported as a Hub outage
         raise _translate(exc, self.url) from exc
+
+
+def _is_transport_or_hub_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return (
+        isinstance(exc, (OSError, ValueError))  # connection and timeout errors; JSON that does not parse
+        or module.startswith(("huggingface_hub", "httpx", "httpcore", "requests", "urllib3"))
+    )
 
 
 def _translate(exc: Exception, url: str | None) -> HubError:
