@@ -16,7 +16,7 @@ import importlib.machinery
 import sys
 import types
 
-from .names import ROOT, ModuleName, parse_module_name
+from .names import CONTENT_PREFIX, ROOT, ModuleName, parse_module_name
 
 _PREFIX = ROOT + "."
 
@@ -114,7 +114,7 @@ def _submodule_spec(fullname: str):
     """``kernels_hub.<org>.<repo>.<sub>``: import the kernel module's own submodule and alias it."""
     parent_name, _, child = fullname.rpartition(".")
     parent = sys.modules.get(parent_name)
-    if parent is None or not getattr(parent, "__name__", "").startswith("_kernelhook_"):
+    if parent is None or not getattr(parent, "__name__", "").startswith(CONTENT_PREFIX):
         return None
     real = importlib.import_module(f"{parent.__name__}.{child}")
     return _spec(fullname, _AliasLoader(real), is_package=hasattr(real, "__path__"))

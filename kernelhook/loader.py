@@ -20,8 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import KernelLoadError
-
-CONTENT_PREFIX = "_kernelhook_"
+from .names import CONTENT_PREFIX
 
 
 @dataclass(frozen=True)

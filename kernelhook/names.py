@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from .errors import InvalidKernelName, InvalidRevision
 
 ROOT = "kernels_hub"
+# Kernels execute under content-derived names with this prefix (loader.py), never under repo text.
+CONTENT_PREFIX = "_kernelhook_"
 
 # Hub org and repo names: letters, digits, '-', '_', '.'; at most 96 characters.
 _HUB_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?")
