@@ -65,7 +65,7 @@ def resolve(name: KernelName, store: Store) -> Resolved:
             return _resolve_online(name, known, store)
         except hub.RepoMissing:
             logger.info("%s: %s is gone from the Hub; looking the name up again", name.typed, known)
-        except hub.HubUnavailable as exc:
+        except hub.HubError as exc:  # unreachable, offline, server or HTTP errors: the last answer may do
             return _resolve_from_cache(name, known, store, exc)
     return _discover(name, store)
 
@@ -112,7 +112,7 @@ def _resolve_online(name: KernelName, repo: RepoAddress, store: Store) -> Resolv
 def _resolve_unpinned(name: KernelName, repo: RepoAddress, store: Store) -> Resolved:
     refs = hub.list_refs(repo)
     versions = {int(m.group(1)): b for b in refs.branches if (m := _VERSION_BRANCH.fullmatch(b))}
-    branch = f"v{max(versions)}" if versions else "main"
+    branch = versions[max(versions)] if versions else "main"
     if branch not in refs.branches:
         raise RevisionNotFoundError(
             f"{name.typed}: {repo} has neither a vN branch nor main, so there is nothing to load unpinned "
@@ -153,7 +153,7 @@ def _discover(name: KernelName, store: Store) -> Resolved:
                 resolved = _resolve_online(name, repo, store)
             except hub.RepoMissing:
                 continue
-            except hub.HubUnavailable as exc:
+            except hub.HubError as exc:
                 raise HubUnreachableError(
                     f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({exc}) to find which repo the "
                     f"name means, and it was never imported on this machine. Fix: import it once online "
