@@ -145,3 +145,18 @@ def test_processes_importing_into_one_empty_cache_fetch_each_file_once(env, hub)
     assert [out.strip() for out, _ in outputs] == ["1.0"] * 4, [err for _, err in outputs]
     downloads = [r.path for r in hub.requests if "/resolve/" in r.path]
     assert len(downloads) == len(set(downloads)) == 6
+
+
+def test_large_files_get_a_progress_bar_and_small_ones_do_not(env, hub):
+    from kernelhook.hub import LARGE_FILE
+
+    hub.create_repo("acme/big")
+    hub.commit("acme/big", {
+        "build/torch-universal/__init__.py": "X = 1\n",
+        "build/torch-universal/small.bin": bytes(1000),
+        "build/torch-universal/large.bin": bytes(LARGE_FILE),
+    })
+    # TQDM_POSITION=-1 makes huggingface_hub draw bars even though stderr is a pipe here.
+    result = run_python("import kernels_hub.acme.big", dict(env, TQDM_POSITION="-1"))
+    assert result.returncode == 0, result.stderr
+    assert "large.bin" in result.stderr and "small.bin" not in result.stderr
