@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import quote
@@ -109,17 +110,40 @@ def list_refs(repo: RepoAddress) -> Refs:
 def _get_json(repo: RepoAddress, path: str):
     """GET /api/{type}s/{repo}/{path} through huggingface_hub's own session, headers and errors.
 
-    These are the warm path's only requests, so they skip HfApi (~170 ms to import);
-    huggingface_hub's headers (~130 ms: its token logic imports yaml and OAuth) stay,
-    because private repos, OIDC and refreshed tokens must keep working.
+    These are the warm path's only requests, so they skip HfApi (~170 ms to import)
+    and, where they can, huggingface_hub's token machinery (see _headers).
     """
     url = f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}"
     with _translated(repo, None, url=url):  # offline is checked before anything is imported
-        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+        from huggingface_hub.utils._http import get_session, hf_raise_for_status
 
-        response = get_session().get(url, headers=build_hf_headers(library_name="kernelhook"))
+        response = get_session().get(url, headers=_headers())
         hf_raise_for_status(response)
         return response.json()
+
+
+def _headers() -> dict[str, str]:
+    """huggingface_hub's request headers, without its token machinery when the answer is plain.
+
+    build_hf_headers imports OAuth, OIDC and yaml support (~130 ms) to find the token. That
+    is needed only when OIDC, a token file (which it may refresh) or Colab could supply one;
+    with HF_TOKEN set, or no token anywhere, the token it would send is known already.
+    """
+    from huggingface_hub import __version__ as hf_version
+    from huggingface_hub import constants
+
+    token = (os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or "").strip() or None
+    if os.environ.get("HF_OIDC_RESOURCE") or (
+        token is None and (os.path.exists(constants.HF_TOKEN_PATH) or "google.colab" in sys.modules)
+    ):
+        from huggingface_hub.utils import build_hf_headers
+
+        return build_hf_headers(library_name="kernelhook")
+    python = ".".join(map(str, sys.version_info[:3]))
+    headers = {"user-agent": f"kernelhook; hf_hub/{hf_version}; python/{python}"}
+    if token is not None and not constants.HF_HUB_DISABLE_IMPLICIT_TOKEN:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
 
 
 def _api():

@@ -80,7 +80,7 @@ def child_env(env: dict, system: str | None = CPU) -> dict:
     """The environment of a fresh interpreter that uses the given Hub and cache."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "KERNELHOOK_"))}
     full_env.update(env)
-    full_env["HF_HOME"] = _HF_HOME
+    full_env["HF_HOME"] = full_env.pop("HF_HOME_OVERRIDE", _HF_HOME)
     if system:
         full_env["KERNELHOOK_SYSTEM"] = system
     return full_env

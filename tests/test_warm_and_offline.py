@@ -160,3 +160,28 @@ def test_large_files_get_a_progress_bar_and_small_ones_do_not(env, hub):
     result = run_python("import kernels_hub.acme.big", dict(env, TQDM_POSITION="-1"))
     assert result.returncode == 0, result.stderr
     assert "large.bin" in result.stderr and "small.bin" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ("HF_TOKEN", "Bearer hf_from_env"),  # the variable, sent without huggingface_hub's token machinery
+        ("token file", "Bearer hf_from_file"),  # a login's token file: huggingface_hub reads (and may refresh) it
+        ("HF_TOKEN and HF_HUB_DISABLE_IMPLICIT_TOKEN", None),
+        ("nothing", None),
+    ],
+)
+def test_every_hub_request_carries_the_token_huggingface_hub_would_send(env, hub, tmp_path, how, expected):
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    (home / ".agent_harnesses.json").write_text('{"standardEnvVars": [], "harnesses": {}}')
+    extra = {}
+    if "HF_TOKEN" in how:
+        extra["HF_TOKEN"] = "hf_from_env"
+    if "DISABLE" in how:
+        extra["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
+    if how == "token file":
+        (home / "token").write_text("hf_from_file\n")
+    result = run_python("import kernels_hub.kernels_ext_npu.RMSNorm", {**env, **extra, "HF_HOME_OVERRIDE": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert hub.requests and {r.authorization for r in hub.requests} == {expected}

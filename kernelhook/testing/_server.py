@@ -27,6 +27,7 @@ class RequestRecord:
     path: str
     query: str
     status: int
+    authorization: str | None = None  # the Authorization header as sent, to check tokens
 
 
 
@@ -63,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("local hub failed on %s %s", self.command, self.path)
             resp = json_response({"error": "internal error"}, 500)
         # Logged before the body goes out, so a client that has its answer sees the record.
-        hub._record(RequestRecord(self.command, path, query, resp.status))
+        hub._record(RequestRecord(self.command, path, query, resp.status, self.headers.get("authorization")))
         self.send_response(resp.status)
         for name, value in resp.headers.items():
             self.send_header(name, value)
