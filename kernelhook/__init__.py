@@ -3,6 +3,7 @@
     import kernels_hub.kernels_ext_npu.RMSNorm                      # newest vN branch (or the lockfile pin)
     importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")   # pinned
     kernelhook.get_kernel("kernels-ext-npu/RMSNorm", revision="v1.0.0")  # any name, any revision
+    kernelhook.kernelize(model, device="npu")                        # bind mapped layers onto a model
 
 Importing this package is cheap: it imports neither torch nor huggingface_hub.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from .errors import (
     CacheError,
+    KernelizeError,
+    KernelLayerError,
     DownloadError,
     HubUnreachableError,
     InvalidKernelName,
@@ -28,7 +31,22 @@ from .finder import install, uninstall
 __version__ = "0.1.0"
 
 # Loaded on first use: `import kernels_hub` must stay cheap (no logging, platform, torch...).
-_LAZY = {"SystemInfo": "system", "current_system": "system", "set_system": "system"}
+_LAZY = {
+    "SystemInfo": "system",
+    "current_system": "system",
+    "set_system": "system",
+    "Mode": "layers",
+    "LayerRepository": "layers",
+    "use_kernel_forward_from_hub": "layers",
+    "Device": "mapping",
+    "CUDAProperties": "mapping",
+    "ROCMProperties": "mapping",
+    "register_kernel_mapping": "mapping",
+    "use_kernel_mapping": "mapping",
+    "kernelize": "bind",
+    "kernelize_report": "bind",
+    "KernelizeReport": "bind",
+}
 
 
 def __getattr__(name: str):
@@ -58,7 +76,20 @@ def origin(module):
 
 
 __all__ = [
+    "CUDAProperties",
     "CacheError",
+    "Device",
+    "KernelLayerError",
+    "KernelizeError",
+    "KernelizeReport",
+    "LayerRepository",
+    "Mode",
+    "ROCMProperties",
+    "kernelize",
+    "kernelize_report",
+    "register_kernel_mapping",
+    "use_kernel_forward_from_hub",
+    "use_kernel_mapping",
     "DownloadError",
     "HubUnreachableError",
     "InvalidKernelName",

@@ -54,3 +54,11 @@ class CacheError(KernelImportError):
 
 class KernelLoadError(KernelImportError):
     """The variant's files are present but executing them failed."""
+
+
+class KernelLayerError(KernelHookError, TypeError):
+    """A kernel layer breaks a rule kernelize checks before binding it."""
+
+
+class KernelizeError(KernelHookError, RuntimeError):
+    """kernelize could not bind a kernel, and use_fallback=False asked it to raise."""

@@ -27,6 +27,7 @@ from kernelhook.testing import LocalHub  # noqa: E402
 from . import repos  # noqa: E402
 
 CPU = "torch213-cxx11-cpu-x86_64-linux"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ASCEND = "torch27-cxx11-cann82-aarch64-linux"
 
 
@@ -45,6 +46,23 @@ def env(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("KERNELHOOK_CACHE", str(tmp_path / "cache"))
     hub.clear_requests()
     return {"HF_ENDPOINT": hub.url, "KERNELHOOK_CACHE": str(tmp_path / "cache"), "HF_HOME": _HF_HOME}
+
+
+@pytest.fixture(scope="session")
+def layer_hub(tmp_path_factory):
+    """A Hub with torch layer repos for kernelize, and examples/kernels/RMSNorm at the seed's name."""
+    with LocalHub(tmp_path_factory.mktemp("layer-hub")) as local_hub:
+        local_hub.shas = repos.publish_layers(local_hub, EXAMPLES)
+        yield local_hub
+
+
+@pytest.fixture
+def kenv(layer_hub, tmp_path, monkeypatch, system):
+    """Point kernelhook at the layer Hub and a fresh cache, on an injected CPU system."""
+    monkeypatch.setenv("HF_ENDPOINT", layer_hub.url)
+    monkeypatch.setenv("KERNELHOOK_CACHE", str(tmp_path / "cache"))
+    layer_hub.clear_requests()
+    return layer_hub
 
 
 @pytest.fixture
@@ -66,6 +84,9 @@ def clean_modules():
     """Kernels loaded by one test are not seen by the next."""
     before = set(sys.modules)
     yield
+    from kernelhook import layers
+
+    layers._layers.clear()  # layer classes are memoised per process; each test has its own Hub and cache
     for name in set(sys.modules) - before:
         if name.startswith(("kernels_hub.", "_kernelhook_")):
             del sys.modules[name]

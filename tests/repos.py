@@ -92,3 +92,93 @@ def publish_world(hub) -> dict:
     hub.create_repo("acme/tagless")  # no vN branch and no main: unpinned has nothing to pick
     shas["tagless"] = hub.commit("acme/tagless", seed_layout("torch-universal", "x", "tagless"), branch="dev")
     return shas
+
+
+# -- layer repos for kernelize: plain torch, so they run on CPU --------------------------------
+
+RMS_LAYER = '''
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    has_backward = {has_backward}
+    can_torch_compile = {can_compile}
+
+    def forward(self, hidden_states):
+        variance = hidden_states.float().pow(2).mean(-1, keepdim=True)
+        normed = hidden_states.float() * torch.rsqrt(variance + self.variance_epsilon)
+        return {scale} * self.weight * normed.to(hidden_states.dtype)
+'''
+
+BAD_LAYERS = '''
+from torch import nn
+
+
+class WithInit(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, hidden_states):
+        return hidden_states
+
+
+class WithState(nn.Module):
+    cache = {}
+
+    def forward(self, hidden_states):
+        return hidden_states
+
+
+class TwoInputs(nn.Module):
+    def forward(self, hidden_states, other):
+        return hidden_states
+
+
+class NotAModule:
+    def forward(self, hidden_states):
+        return hidden_states
+
+
+class BadFlag(nn.Module):
+    has_backward = "yes"
+
+    def forward(self, hidden_states):
+        return hidden_states
+'''
+
+
+def layer_repo(layers_py: str, variant: str = "torch-universal") -> dict:
+    return {f"build/{variant}/__init__.py": "from . import layers\n", f"build/{variant}/layers.py": layers_py}
+
+
+def rms_layer(scale: float = 1.0, has_backward: bool = True, can_compile: bool = True) -> str:
+    return RMS_LAYER.format(scale=scale, has_backward=has_backward, can_compile=can_compile)
+
+
+def publish_layers(hub, examples_dir) -> dict:
+    """The example RMSNorm repo at the seed's name (the default npu mapping's target), and test layers.
+
+    `scale` tells repos apart in outputs: acme/rms-x2 computes 2 * RMSNorm.
+    """
+    shas = {}
+    hub.create_repo(SEED)
+    shas["seed"] = hub.commit_dir(SEED, examples_dir / "kernels" / "RMSNorm", branch="v1")
+    hub.set_branch(SEED, "main", shas["seed"])
+    repos = {
+        "acme/rms": rms_layer(),
+        "acme/rms-x2": rms_layer(scale=2.0),
+        "acme/rms-x3": rms_layer(scale=3.0),
+        "acme/rms-no-backward": rms_layer(has_backward=False),
+        "acme/rms-no-compile": rms_layer(can_compile=False),
+        "acme/bad-layers": BAD_LAYERS,
+    }
+    for repo_id, code in repos.items():
+        hub.create_repo(repo_id)
+        shas[repo_id] = hub.commit(repo_id, layer_repo(code), branch="v1")
+    hub.create_repo("acme/rms-cuda-only")
+    hub.commit("acme/rms-cuda-only", layer_repo(rms_layer(), "torch27-cxx11-cu126-x86_64-linux"), branch="v1")
+    hub.create_repo("acme/rms-broken")
+    hub.commit("acme/rms-broken", {"build/torch-universal/__init__.py": "raise ImportError('needs torch_npu')\n"},
+               branch="v1")
+    return shas

@@ -1,0 +1,200 @@
+"""kernelize (module bind.py, so the function keeps the name): bind Hub kernel layers onto a model.
+
+    mapping lookup -> LayerRepository -> (the loader's data path) -> layer class
+      -> validate -> forward bound per instance
+
+Binding sets ``forward`` on each instance, bound to it: the module tree, the
+parameters and the state_dict are untouched, and a call costs what calling the
+layer's forward as the class's own would. Each call first restores what the
+class defines, so kernelizing again for another device or mode starts clean.
+Decisions are made once per class, so a model of a thousand norms costs one
+lookup and one load.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from types import MethodType, ModuleType
+
+from . import mapping
+from .errors import KernelImportError, KernelizeError, KernelLayerError
+from .known_layers import layer_name_of
+from .layers import FLAGS, MODE_PRIORITY, LayerRepository, Mode, load_layer, validate_layer
+
+logger = logging.getLogger("kernelhook")
+
+
+@dataclass(frozen=True)
+class Bound:
+    module: str  # its path in the model, "" for the model itself
+    module_class: str
+    layer_name: str
+    repo: str
+    commit: str
+    variant: str
+
+
+@dataclass(frozen=True)
+class Kept:
+    module: str
+    module_class: str
+    layer_name: str
+    reason: str
+
+
+@dataclass
+class KernelizeReport:
+    """What kernelize bound where, and what kept its own forward and why."""
+
+    device: str
+    mode: Mode
+    bound: list[Bound] = field(default_factory=list)
+    kept: list[Kept] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"kernelize for {self.device}, {self.mode}: {len(self.bound)} bound, {len(self.kept)} kept"]
+        lines += [f"  {b.module or '<model>'}: {b.layer_name} <- {b.repo}@{b.commit[:12]} [{b.variant}]" for b in self.bound]
+        lines += [f"  {k.module or '<model>'}: {k.layer_name} kept its forward ({k.reason})" for k in self.kept]
+        return "\n".join(lines)
+
+
+_reports: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def kernelize_report(model) -> KernelizeReport | None:
+    """The report of the last kernelize of this model."""
+    return _reports.get(model)
+
+
+@dataclass
+class _Plan:
+    """What every module of one class gets: a layer, or a reason to keep its forward."""
+
+    layer_name: str
+    layer: type | None = None
+    repo: LayerRepository | None = None
+    kernel: ModuleType | None = None
+    reason: str = ""
+    modules: int = 0
+
+
+def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: bool = True):
+    """Replace the forward of every marked module with the mapped Hub layer's; returns the model.
+
+    device: "npu", "cuda", "rocm", "xpu", "mps", "cpu" or a torch.device (default: the model's).
+    use_fallback: when a kernel cannot be had, keep the module's own forward and log why;
+    with False, raise KernelizeError instead.
+    """
+    if mode not in MODE_PRIORITY:
+        raise ValueError(f"kernelize mode {mode!r}: use Mode.INFERENCE or Mode.TRAINING, optionally | Mode.TORCH_COMPILE")
+    device_type = _device_type(model, device)
+    capability = _capability() if device_type in ("cuda", "rocm") else None
+    table = mapping.snapshot()
+    report = KernelizeReport(device_type, mode)
+    plans: dict[type, _Plan | None] = {}
+    for path, module in model.named_modules():
+        cls = type(module)
+        if cls not in plans:
+            name = layer_name_of(cls)
+            plans[cls] = None if name is None else _plan(cls, name, device_type, capability, mode, table, use_fallback)
+        plan = plans[cls]
+        if plan is not None:
+            _bind(module, path, plan, report)
+    _log_summary(plans, device_type, mode)
+    _reports[model] = report
+    return model
+
+
+def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -> _Plan:
+    plan = _Plan(layer_name)
+    selection = mapping.select(table, layer_name, device_type, capability, mode)
+    if isinstance(selection, str):
+        return _keep(plan, selection, use_fallback, logging.INFO)
+    plan.repo = selection.repo
+    from .api import load_kernel
+
+    try:
+        plan.layer, plan.kernel = load_layer(selection.repo, load_kernel)
+    except (KernelImportError, KernelLayerError) as exc:
+        return _keep(plan, f"could not load {selection.repo}: {exc}", use_fallback, logging.WARNING, exc)
+    validate_layer(plan.layer, cls, selection.repo, plan.kernel)  # a broken layer is an error, fallback or not
+    unmet = _unmet_flags(plan.layer, mode)
+    if unmet:
+        plan.layer = None
+        return _keep(plan, f"{selection.repo} {unmet}, needed for {mode}", use_fallback, logging.INFO)
+    return plan
+
+
+def _unmet_flags(layer: type, mode: Mode) -> str | None:
+    flags = {flag: getattr(layer, flag, default) for flag, default in zip(FLAGS, (True, False))}
+    if Mode.TRAINING in mode and not flags["has_backward"]:
+        return "has no backward (has_backward=False)"
+    if Mode.TORCH_COMPILE in mode and not flags["can_torch_compile"]:
+        return "does not support torch.compile (can_torch_compile is not True)"
+    return None
+
+
+def _keep(plan: _Plan, reason: str, use_fallback: bool, level: int, cause: Exception | None = None) -> _Plan:
+    if not use_fallback:
+        raise KernelizeError(f"kernelize: layer {plan.layer_name!r}: {reason}. (use_fallback=False)") from cause
+    plan.reason = reason
+    logger.log(level, "kernelize: %s keeps its own forward: %s", plan.layer_name, reason)
+    return plan
+
+
+def _bind(module, path: str, plan: _Plan, report: KernelizeReport) -> None:
+    module.__dict__.pop("forward", None)  # back to what the class defines
+    plan.modules += 1
+    if plan.layer is None:
+        report.kept.append(Kept(path, type(module).__name__, plan.layer_name, plan.reason))
+        return
+    module.forward = MethodType(plan.layer.forward, module)
+    origin = plan.kernel.__kernelhook__
+    report.bound.append(Bound(path, type(module).__name__, plan.layer_name, origin.repo_id, origin.commit, origin.variant))
+    logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", type(module).__name__, plan.layer_name,
+                 origin.repo_id, origin.commit[:12])
+
+
+def _log_summary(plans: dict, device_type: str, mode: Mode) -> None:
+    for cls, plan in plans.items():
+        if plan is not None and plan.layer is not None:
+            origin = plan.kernel.__kernelhook__
+            logger.info("kernelize: %s -> %s@%s [%s] on %d %s module(s) (%s, %s)", plan.layer_name, origin.repo_id,
+                        origin.commit[:12], origin.variant, plan.modules, cls.__name__, device_type, mode)
+
+
+def _device_type(model, device) -> str:
+    if device is None:
+        tensor = next(model.parameters(), None)
+        if tensor is None:
+            tensor = next(model.buffers(), None)
+        if tensor is None:
+            raise KernelizeError("kernelize: the model has no parameters or buffers to tell its device; pass device=")
+        device = tensor.device
+    kind = device if isinstance(device, str) else getattr(device, "type", None)
+    if not isinstance(kind, str):
+        raise KernelizeError(f"kernelize: {device!r} is not a device; use one of {', '.join(mapping.DEVICE_TYPES)}")
+    kind = kind.split(":")[0]
+    if kind == "cuda" and _is_rocm():
+        kind = "rocm"
+    if kind not in mapping.DEVICE_TYPES:
+        raise KernelizeError(f"kernelize: unknown device {device!r}; use one of {', '.join(mapping.DEVICE_TYPES)}")
+    return kind
+
+
+def _is_rocm() -> bool:
+    import torch
+
+    return getattr(torch.version, "hip", None) is not None
+
+
+def _capability() -> int | None:
+    """The current GPU's compute capability as major*10+minor, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return major * 10 + minor
