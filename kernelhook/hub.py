@@ -1,11 +1,11 @@
-"""The only module that talks to the Hub, always through huggingface_hub.
+"""The only module that talks to the Hub.
 
 huggingface_hub is imported on first use, never at import time, so that a
 warm, commit-pinned import never loads it. Endpoint, token and offline mode
 follow its environment variables (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
 
-Calls made, and nothing else (the first two through huggingface_hub's session,
-without HfApi, because they are the warm path's only requests):
+Calls made, and nothing else (the first two over plain HTTP with huggingface_hub's
+headers, because they are the warm path's only requests; see _get_json):
   * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a revision to a commit
   * ``GET /api/{type}s/{repo}/refs``             branches and tags (unpinned imports)
   * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive
@@ -108,18 +108,64 @@ def list_refs(repo: RepoAddress) -> Refs:
 
 
 def _get_json(repo: RepoAddress, path: str):
-    """GET /api/{type}s/{repo}/{path} through huggingface_hub's own session, headers and errors.
+    """GET /api/{type}s/{repo}/{path}: a warm branch, tag or unpinned import's only request.
 
-    These are the warm path's only requests, so they skip HfApi (~170 ms to import)
-    and, where they can, huggingface_hub's token machinery (see _headers).
+    It goes out over plain HTTP first: huggingface_hub's session costs ~130 ms to
+    create (httpx, anyio) and HfApi ~170 ms to import, ten times the rest of a warm
+    load. The headers are the ones huggingface_hub would send (see _headers). If
+    that request gets no HTTP answer at all (a proxy, CA bundle or transport only
+    huggingface_hub's client is set up for), it is sent again through
+    huggingface_hub's own session; an HTTP answer, error or not, is final.
     """
     url = f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}"
     with _translated(repo, None, url=url):  # offline is checked before anything is imported
+        try:
+            return _get_json_plain(url)
+        except _NoAnswer as exc:
+            logger.debug("no answer over plain HTTP from %s (%s); asking through huggingface_hub", url, exc)
         from huggingface_hub.utils._http import get_session, hf_raise_for_status
 
         response = get_session().get(url, headers=_headers())
         hf_raise_for_status(response)
         return response.json()
+
+
+class _NoAnswer(Exception):
+    """The plain request got no HTTP response at all."""
+
+
+def _get_json_plain(url: str):
+    import http.client
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={**_headers(), "accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise _error_for_status(exc.code, exc.headers, url) from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise _NoAnswer(str(getattr(exc, "reason", exc))) from exc
+
+
+_TIMEOUT_S = 10  # huggingface_hub's own default for metadata requests
+
+
+def _error_for_status(status: int, headers, url: str) -> HubError:
+    """The Hub's error answers, read as huggingface_hub's hf_raise_for_status reads them."""
+    code = headers.get("X-Error-Code")
+    message = headers.get("X-Error-Message") or f"HTTP {status}"
+    if code == "RevisionNotFound":
+        return RevisionMissing(message, url)
+    if code == "EntryNotFound":
+        return EntryMissing(message, url)
+    if code in ("RepoNotFound", "GatedRepo") or status == 401:
+        return RepoMissing(f"{message} (a private or gated repo needs HF_TOKEN)", url)
+    if status >= 500 or status == 429:
+        return HubUnavailable(message, url)
+    return HubError(message, url)
 
 
 def _headers() -> dict[str, str]:

@@ -185,3 +185,15 @@ def test_every_hub_request_carries_the_token_huggingface_hub_would_send(env, hub
     result = run_python("import kernels_hub.kernels_ext_npu.RMSNorm", {**env, **extra, "HF_HOME_OVERRIDE": str(home)})
     assert result.returncode == 0, result.stderr
     assert hub.requests and {r.authorization for r in hub.requests} == {expected}
+
+
+def test_a_request_with_no_plain_http_answer_is_sent_again_through_huggingface_hub(env, system, hub, monkeypatch):
+    from kernelhook import hub as hub_client
+
+    def no_answer(url):  # as a proxy or CA bundle only huggingface_hub's client knows would make it
+        raise hub_client._NoAnswer("connection refused")
+
+    monkeypatch.setattr(hub_client, "_get_json_plain", no_answer)
+    assert kernelhook.get_kernel(SEED, version=1).VERSION == "1.0"
+    assert [r.path for r in hub.requests][:2] == [
+        "/api/kernels/kernels-ext-npu/RMSNorm/revision/v1", f"{SEED_API}/revision/v1"]
