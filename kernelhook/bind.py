@@ -78,6 +78,7 @@ class _Plan:
     kernel: ModuleType | None = None
     reason: str = ""
     modules: int = 0
+    condition: object = None  # the kernels package's per-instance kernel_condition, when the class has one
 
 
 def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: bool = True):
@@ -108,7 +109,7 @@ def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: 
 
 
 def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -> _Plan:
-    plan = _Plan(layer_name)
+    plan = _Plan(layer_name, condition=_condition_of(cls))
     selection = mapping.select(table, layer_name, device_type, capability, mode)
     if isinstance(selection, str):
         return _keep(plan, selection, use_fallback, logging.INFO)
@@ -125,6 +126,12 @@ def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -
         plan.layer = None
         return _keep(plan, f"{selection.repo} {unmet}, needed for {mode}", use_fallback, logging.INFO)
     return plan
+
+
+def _condition_of(cls):
+    """The kernels package's decorator may attach a per-instance condition; honour it."""
+    condition = getattr(cls, "kernel_condition", None)
+    return condition if callable(condition) else None
 
 
 def _unmet_flags(layer: type, mode: Mode) -> str | None:
@@ -149,6 +156,9 @@ def _bind(module, path: str, plan: _Plan, report: KernelizeReport) -> None:
     plan.modules += 1
     if plan.layer is None:
         report.kept.append(Kept(path, type(module).__name__, plan.layer_name, plan.reason))
+        return
+    if plan.condition is not None and not plan.condition(module):
+        report.kept.append(Kept(path, type(module).__name__, plan.layer_name, "its class's kernel_condition said no"))
         return
     module.forward = MethodType(plan.layer.forward, module)
     origin = plan.kernel.__kernelhook__

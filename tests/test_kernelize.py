@@ -279,6 +279,18 @@ def test_a_kernel_layer_name_attribute_is_honoured(kenv):
     assert len(kernelize_report(module).bound) == 1
 
 
+def test_the_kernels_packages_kernel_condition_is_honoured(kenv):
+    class Conditional(MyRMSNorm):
+        kernel_layer_name = "RMSNorm"
+        kernel_condition = staticmethod(lambda module: module.weight.numel() == 8)
+
+    model = nn.Sequential(Conditional(8), Conditional(16))
+    with use_kernel_mapping({"RMSNorm": {"cpu": "acme/rms@v1:RMSNorm"}}):
+        kernelize(model, device="cpu")
+    report = kernelize_report(model)
+    assert [b.module for b in report.bound] == ["0"] and report.kept[0].reason == "its class's kernel_condition said no"
+
+
 @pytest.mark.parametrize(
     "bad, error",
     [
