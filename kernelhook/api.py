@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from .fetch import place_variant
+from . import lockfile
+from .fetch import PlacedVariant, place_variant
 from .loader import KernelOrigin, find_package, load
 from .names import KernelName, parse_repo_id
-from .resolve import resolve
+from .resolve import Resolved, resolve
 from .store import Store
 from .system import SystemInfo, current_system
 
@@ -33,6 +34,7 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     system = system if system is not None else current_system()
     resolved = resolve(name, store)
     placed = place_variant(resolved, store, system)
+    _check_against_lockfile(resolved, placed)
     package = find_package(placed.tree, resolved.repo.repo_id.split("/")[1])
     origin = KernelOrigin(
         resolved.repo.repo_id, resolved.repo.repo_type, resolved.commit, placed.variant,
@@ -41,3 +43,11 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     module = load(origin, placed.digest)
     logger.debug("%s -> %s (%s)", name.typed, module.__name__, origin)
     return module
+
+
+def _check_against_lockfile(resolved: Resolved, placed: PlacedVariant) -> None:
+    """A locked commit's files are hashed against the lock before any of them executes."""
+    lock = lockfile.lock_in_effect()
+    locked = lock.find([resolved.repo.repo_id]) if lock is not None else None
+    if locked is not None and locked.commit == resolved.commit:
+        lockfile.check_tree(locked, placed.variant, placed.tree)

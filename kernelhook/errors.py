@@ -62,3 +62,11 @@ class KernelLayerError(KernelHookError, TypeError):
 
 class KernelizeError(KernelHookError, RuntimeError):
     """kernelize could not bind a kernel, and use_fallback=False asked it to raise."""
+
+
+class LockMismatchError(KernelImportError):
+    """A cached file does not match the lockfile's hash; nothing of its variant was imported."""
+
+
+class LockfileError(KernelImportError, ValueError):
+    """A lockfile, or the pyproject table it is made from, cannot be read."""

@@ -12,7 +12,9 @@ sys.path. A failed import leaves no entry behind in sys.modules.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -94,9 +96,41 @@ def _with_name(origin: KernelOrigin, name: str) -> KernelOrigin:
     return KernelOrigin(**{**origin.__dict__, "module_name": name})
 
 
+class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
+    """Reads kernel sources from the store like any source file, but never writes
+    __pycache__ there: trees are immutable content, and may be read-only or shared."""
+
+    def set_data(self, path, data, *, _mode=0o666):
+        pass
+
+
+_STORE_TREE = re.compile(r"[/\\]v1[/\\]trees[/\\][0-9a-f]{64}(?:[/\\]|$)")
+_hook_lock = threading.Lock()
+
+
+def _store_path_hook(path: str):
+    """Finds a kernel's submodules in its store folder with the loader above."""
+    if not _STORE_TREE.search(path):
+        raise ImportError("not a kernelhook store folder")
+    return importlib.machinery.FileFinder(
+        path,
+        (_StoreSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+    )
+
+
+def _install_path_hook() -> None:
+    with _hook_lock:
+        if _store_path_hook not in sys.path_hooks:
+            sys.path_hooks.insert(0, _store_path_hook)
+
+
 def _execute(name: str, origin: KernelOrigin) -> ModuleType:
+    _install_path_hook()
     init = origin.package / "__init__.py"
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(origin.package)])
+    spec = importlib.util.spec_from_file_location(
+        name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(origin.package)]
+    )
     if spec is None or spec.loader is None:
         raise KernelLoadError(f"{origin}: cannot make a module of {init}")
     module = importlib.util.module_from_spec(spec)

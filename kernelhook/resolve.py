@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import hub
+from . import hub, lockfile
 from .errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
 from .names import KernelName, is_full_sha, is_short_sha
 from .store import RepoAddress, Store
@@ -39,9 +39,18 @@ class Resolved:
     how: str  # for logs and reports: "commit pin", "branch v2", "cached (offline)", ...
 
 
-# The lockfile's hook (issue 4): given a name with no revision, a (repo, commit) pin or None.
+def lockfile_pin(name: KernelName) -> "Resolved | None":
+    """The commit the lockfile in effect pins for this name, if any."""
+    lock = lockfile.lock_in_effect()
+    locked = lock.find(name.repo_id_candidates()) if lock is not None else None
+    if locked is None:
+        return None
+    return Resolved(RepoAddress(locked.repo_id, locked.repo_type), locked.commit, f"lockfile {lock.path}")
+
+
+# What pins unpinned names: the lockfile, unless replaced (set_pin_source).
 PinSource = Callable[[KernelName], "Resolved | None"]
-_pin_source: PinSource | None = None
+_pin_source: PinSource | None = lockfile_pin
 
 
 def set_pin_source(source: PinSource | None) -> PinSource | None:
@@ -60,6 +69,8 @@ def resolve(name: KernelName, store: Store) -> Resolved:
     if known is not None:
         local = _resolve_locally(name, known, store)
         if local is not None:
+            if store.recall_revision(known, name.revision) is None:  # a root for `kernelhook cache prune`
+                store.remember_revision(known, name.revision, name.revision, local.commit)
             return local
         try:
             return _resolve_online(name, known, store)
