@@ -24,7 +24,7 @@ from .errors import (
 from .resolve import Resolved
 from .store import Store, check_relative_path
 from .system import SystemInfo
-from .variants import candidate_patterns, choose_variant, rank_variants
+from .variants import candidate_patterns, choose_variant, parse_variant, rank_variants
 
 logger = logging.getLogger("kernelhook")
 
@@ -42,11 +42,30 @@ class PlacedVariant:
 
 
 def place_variant(resolved: Resolved, store: Store, system: SystemInfo) -> PlacedVariant:
-    repo, commit = resolved.repo, resolved.commit
     listing = _listing(resolved, store)
     variant = choose_variant(_variant_names(listing), system)
     if variant is None:
         raise _no_variant(resolved, listing, system)
+    return _place(resolved, store, listing, variant)
+
+
+def place_all_variants(resolved: Resolved, store: Store) -> list[PlacedVariant]:
+    """Every variant of a commit (to fill a cache for other machines); folders that are not variants are skipped."""
+    listing = _listing(resolved, store)
+    return [_place(resolved, store, listing, v) for v in _variant_names(listing) if _is_variant(v)]
+
+
+def rank_for(resolved: Resolved, store: Store, system: SystemInfo):
+    """Every variant at a commit with this system's verdict on it (kernelhook info)."""
+    return rank_variants(_variant_names(_listing(resolved, store)), system)
+
+
+def listing_of(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+    return _listing(resolved, store)
+
+
+def _place(resolved: Resolved, store: Store, listing, variant: str) -> PlacedVariant:
+    repo, commit = resolved.repo, resolved.commit
     digest = store.variant_tree(repo, commit, variant)
     if digest is None:
         files = _variant_files(listing, variant)
@@ -57,8 +76,12 @@ def place_variant(resolved: Resolved, store: Store, system: SystemInfo) -> Place
     return PlacedVariant(resolved, variant, digest, store.tree_path(digest))
 
 
-def list_variants(resolved: Resolved, store: Store) -> list[str]:
-    return _variant_names(_listing(resolved, store))
+def _is_variant(name: str) -> bool:
+    try:
+        parse_variant(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:

@@ -5,6 +5,7 @@ Layout (``v1/`` is the format version)::
     objects/ab/cdef...                 file contents, named by sha256, read-only, immutable
     index/git-sha1/<oid>               sha256 of the blob a git oid names (small files)
     trees/<digest>/...                 a variant's files as hard links to objects
+    manifests/<digest>.json            {path: sha256} of that tree, written before the tree appears
     refs/<type>/<org>/<name>/
         revisions/<quoted rev>.json    (repo, revision) -> commit, and when it was resolved
         commits/<sha>/listing.json     the build/ listing at that commit (immutable)
@@ -93,6 +94,9 @@ class Store:
 
     def tree_path(self, digest: str) -> Path:
         return self.root / "trees" / digest
+
+    def manifest_path(self, digest: str) -> Path:
+        return self.root / "manifests" / f"{digest}.json"
 
     def read_json(self, relative: str):
         try:
@@ -231,6 +235,7 @@ class Store:
         final = self.tree_path(digest)
         if final.is_dir():
             return digest, final
+        self._write_atomic(self.manifest_path(digest), json.dumps(files, sort_keys=True).encode())
         try:
             staging = Path(tempfile.mkdtemp(dir=self._mkdir("tmp"), prefix="tree-"))
             try:
@@ -252,6 +257,21 @@ class Store:
         path = self.root / relative
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    # -- removing (kernelhook cache verify --repair / prune) -----------------------------
+
+    def remove_file(self, path: Path) -> None:
+        """Drop one entry file (a ref, an object, a manifest); already gone is fine."""
+        _unlink_quietly(path)
+
+    def remove_tree(self, path: Path) -> None:
+        """Make a folder disappear at once (a rename), then delete it at leisure."""
+        try:
+            doomed = Path(tempfile.mkdtemp(dir=self._mkdir("tmp"), prefix="doomed-"))
+            os.replace(path, doomed / "x")
+        except OSError:
+            return  # already gone, or another process is removing it
+        shutil.rmtree(doomed, ignore_errors=True)
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float = 600.0):

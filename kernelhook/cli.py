@@ -1,0 +1,238 @@
+"""The ``kernelhook`` command (also ``python -m kernelhook``).
+
+    kernelhook system                              this machine and the variants it loads, in order
+    kernelhook info REPO[@REV]                     a repo's commit and every variant's verdict here
+    kernelhook download [REPO[@REV] ...] [--lockfile F] [--all-variants]
+    kernelhook lock [--pyproject F]                resolve [tool.kernelhook.kernels] into kernelhook.lock
+    kernelhook cache ls | verify [--repair] | prune [--dry-run]
+
+Every command takes --json. Exit codes: 0 ok, 1 failed, 2 bad usage. Errors
+are one line that ends with the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import cache_admin, fetch, lockfile
+from .errors import KernelHookError, LockfileError
+from .names import parse_repo_id
+from .resolve import Resolved, resolve
+from .store import RepoAddress, Store
+from .system import current_system
+from .variants import candidate_patterns
+
+
+class UsageError(Exception):
+    """Bad usage that argparse cannot see: exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # exits 2 on bad usage
+    try:
+        result = args.run(args)
+    except UsageError as exc:
+        return _fail(args, f"{exc}", code=2)
+    except (KernelHookError, OSError) as exc:
+        return _fail(args, str(exc))
+    data, text, code = result
+    _out(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
+    return code
+
+
+def _fail(args, message: str, code: int = 1) -> int:
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())  # one line, fix included
+    if getattr(args, "json", False):
+        _out(json.dumps({"error": line}))
+    sys.stderr.write(f"kernelhook: error: {line}\n")
+    return code
+
+
+def _out(text: str) -> None:
+    if text:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+# -- commands: each returns (data for --json, text for people, exit code) -------------------------
+
+
+def cmd_system(args):
+    system = current_system()
+    data = {
+        "system": str(system),
+        "torch": None if system.torch_version is None else "{}.{}".format(*system.torch_version),
+        "cxx11_abi": system.cxx11_abi,
+        "compute": system.compute.tag,
+        "arch": system.arch,
+        "os": system.os,
+        "strict_variant": system.strict_variant,
+        "candidates": candidate_patterns(system),
+    }
+    text = f"{system}\nvariants this system loads, best first:\n" + "\n".join(f"  {c}" for c in data["candidates"])
+    return data, text, 0
+
+
+def cmd_info(args):
+    store = Store()
+    resolved = resolve(_kernel_name(args.repo), store)
+    decisions = fetch.rank_for(resolved, store, current_system())
+    chosen = decisions[0].name if decisions and decisions[0].accepted else None
+    data = {
+        "repo": resolved.repo.repo_id, "repo_type": resolved.repo.repo_type, "commit": resolved.commit,
+        "resolved_by": resolved.how, "system": str(current_system()), "chosen": chosen,
+        "variants": [{"name": d.name, "accepted": d.accepted, "reason": d.reason} for d in decisions],
+    }
+    lines = [f"{resolved.repo} @ {resolved.commit} ({resolved.how})", f"this system: {current_system()}"]
+    for d in decisions:
+        mark = "->" if d.name == chosen else ("ok" if d.accepted else "--")
+        lines.append(f"  {mark} {d.name}: {d.reason if not d.accepted else 'compatible (' + d.reason + ')'}")
+    if chosen is None:
+        lines.append("no variant fits this system")
+    return data, "\n".join(lines), 0 if chosen else 1
+
+
+def cmd_download(args):
+    store = Store()
+    lock = _lock_for(args.lockfile, required=not args.repos)
+    targets = [(resolve(_kernel_name(spec), store), None) for spec in args.repos] or [
+        (Resolved(RepoAddress(k.repo_id, k.repo_type), k.commit, "lockfile"), k) for k in lock.kernels.values()
+    ]
+    rows = []
+    for resolved, locked in targets:
+        if args.all_variants:
+            placed = fetch.place_all_variants(resolved, store)
+        else:
+            placed = [fetch.place_variant(resolved, store, current_system())]
+        for p in placed:
+            if locked is not None:
+                lockfile.check_tree(locked, p.variant, p.tree)  # the bytes the lock names, or an error
+            rows.append({"repo": resolved.repo.repo_id, "commit": resolved.commit, "variant": p.variant,
+                         "tree": str(p.tree)})
+    text = "\n".join(f"{r['repo']}@{r['commit'][:12]} [{r['variant']}] -> {r['tree']}" for r in rows)
+    return rows, text or "nothing to download", 0
+
+
+def cmd_lock(args):
+    pyproject = Path(args.pyproject) if args.pyproject else _nearest_pyproject()
+    store = Store()
+    locked = []
+    for repo_id, revision in lockfile.read_requirements(pyproject).items():
+        resolved = resolve(parse_repo_id(repo_id, revision), store)
+        variants = lockfile.variants_from_listing(fetch.listing_of(resolved, store))
+        locked.append(lockfile.LockedKernel(resolved.repo.repo_id, resolved.repo.repo_type, revision,
+                                            resolved.commit, variants))
+    target = pyproject.parent / lockfile.LOCK_NAME
+    _write_atomically(target, lockfile.render(locked))
+    data = {"lockfile": str(target), "kernels": [
+        {"repo": k.repo_id, "revision": k.revision, "commit": k.commit, "variants": sorted(k.variants)} for k in locked]}
+    text = "\n".join([f"wrote {target}"] + [f"  {k.repo_id} {k.revision} -> {k.commit} ({len(k.variants)} variants)"
+                                             for k in locked])
+    return data, text, 0
+
+
+def cmd_cache_ls(args):
+    rows = cache_admin.list_cached(Store())
+    data = [r.__dict__ for r in rows]
+    text = "\n".join(f"{r.repo_id}  {','.join(r.revisions) or '-'}  {r.commit[:12]}  {r.variant}  {_human(r.size)}"
+                     for r in rows)
+    return data, text or f"the cache at {Store().top} holds no kernels", 0
+
+
+def cmd_cache_verify(args):
+    report = cache_admin.verify(Store(), repair=args.repair)
+    data = report.__dict__
+    text = f"checked {report.objects} objects and {report.trees} trees: {len(report.damaged)} damaged"
+    text += "".join(f"\n  damaged: {d}" for d in report.damaged)
+    text += "".join(f"\n  removed: {d}" for d in report.removed)
+    if report.damaged and not args.repair:
+        text += "\nFix: `kernelhook cache verify --repair` drops them; the next load fetches them again."
+    return data, text, 1 if report.damaged and not args.repair else 0
+
+
+def cmd_cache_prune(args):
+    lock = _lock_for(args.lockfile, required=False)
+    locked = {k.commit for k in lock.kernels.values()} if lock else set()
+    report = cache_admin.prune(Store(), locked, dry_run=args.dry_run, grace_s=args.grace)
+    data = {**report.__dict__, "dry_run": args.dry_run, "kept_for_lockfile": sorted(locked)}
+    verb = "would remove" if args.dry_run else "removed"
+    text = (f"{verb} {len(report.refs)} commit refs, {len(report.trees)} trees, {len(report.objects)} objects "
+            f"({_human(report.bytes)})")
+    return data, text, 0
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _kernel_name(spec: str):
+    repo_id, _, revision = spec.partition("@")
+    if "@" in spec and not revision:
+        raise UsageError(f"{spec!r}: nothing after '@'. Fix: write REPO or REPO@REVISION.")
+    return parse_repo_id(repo_id, revision or None)
+
+
+def _lock_for(path: str | None, required: bool):
+    if path:
+        return lockfile.read_lock(Path(path))
+    lock = lockfile.lock_in_effect()
+    if lock is None and required:
+        raise UsageError("no repos named and no kernelhook.lock found. Fix: name REPO[@REV] or pass --lockfile.")
+    return lock
+
+
+def _nearest_pyproject() -> Path:
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder / "pyproject.toml"
+    raise LockfileError("no pyproject.toml here or above. Fix: run in your project, or pass --pyproject.")
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".kernelhook-lock-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, target)
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="kernelhook", description="Hub kernels: inspect, prefetch, lock, cache.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, run, help_text, parent=sub):
+        p = parent.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(run=run)
+        return p
+
+    command("system", cmd_system, "this machine's probe result and the variants it loads, in order")
+    command("info", cmd_info, "a repo's commit, its variants and which this system loads").add_argument(
+        "repo", metavar="REPO[@REV]")
+    p = command("download", cmd_download, "prefetch kernels into the cache")
+    p.add_argument("repos", nargs="*", metavar="REPO[@REV]")
+    p.add_argument("--lockfile", metavar="F", help="download what this lockfile pins (default: the one in effect)")
+    p.add_argument("--all-variants", action="store_true", help="every variant, to fill a cache for other machines")
+    command("lock", cmd_lock, "resolve [tool.kernelhook.kernels] into kernelhook.lock").add_argument(
+        "--pyproject", metavar="F", help="default: the nearest pyproject.toml")
+    cache = sub.add_parser("cache", help="list, verify or prune the cache").add_subparsers(dest="action", required=True)
+    command("ls", cmd_cache_ls, "what is cached: repo, revisions, commit, variant, size", cache)
+    command("verify", cmd_cache_verify, "re-hash every cached file", cache).add_argument(
+        "--repair", action="store_true", help="drop damaged entries (fetched again on use)")
+    p = command("prune", cmd_cache_prune, "remove what no ref or lockfile reaches (refs first)", cache)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--lockfile", metavar="F", help="also keep what this lockfile pins (default: the one in effect)")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="keep entries younger than this (default 3600), so a running download is never cut")
+    return parser

@@ -1,0 +1,144 @@
+"""The kernelhook command: every command in both output forms, bad usage, and prune."""
+
+import contextlib
+import io
+import json
+
+import pytest
+
+import kernelhook
+from kernelhook.cli import main as cli
+from kernelhook.testing import LocalHub
+
+from .repos import SEED, new_layout
+
+REPO = "acme/pruned"
+
+
+def run(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli(list(args))
+        except SystemExit as exit:  # argparse's bad usage
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_system_in_both_forms(system):
+    system("torch27-cxx11-cann82-aarch64-linux")
+    code, text, _ = run("system")
+    assert code == 0 and text.splitlines()[0] == "torch 2.7, cxx11 ABI, CANN 8.2, aarch64 linux"
+    assert "  torch-npu" in text
+    data = json.loads(run("system", "--json")[1])
+    assert data["strict_variant"] == "torch27-cxx11-cann82-aarch64-linux" and data["candidates"][-1] == "torch-universal"
+
+
+def test_info_in_both_forms(env, system, hub):
+    code, text, _ = run("info", f"{SEED}@v1")
+    assert code == 0 and text.splitlines()[0] == f"kernels-ext-npu/RMSNorm @ {hub.shas['seed_v1']} (revision v1)"
+    assert "  -> torch-universal: compatible (universal)" in text
+    assert "  -- torch27-cxx11-cu126-x86_64-linux: built for CUDA 12.6; this system has CPU" in text
+    data = json.loads(run("info", f"{SEED}@v1", "--json")[1])
+    assert data["chosen"] == "torch-universal" and data["commit"] == hub.shas["seed_v1"]
+    assert {v["name"] for v in data["variants"]} == {
+        "torch-universal", "torch27-cxx11-cann82-aarch64-linux", "torch27-cxx11-cu126-x86_64-linux",
+        "torch28-cxx11-rocm64-x86_64-linux"}
+
+
+def test_info_exits_1_when_no_variant_fits(env, system):
+    code, text, _ = run("info", "acme/cuda-only")
+    assert code == 1 and text.endswith("no variant fits this system\n")
+
+
+def test_download_and_cache_ls_in_both_forms(env, system, hub):
+    code, text, _ = run("download", f"{SEED}@v1", "--all-variants")
+    assert code == 0 and len(text.splitlines()) == 4
+    data = json.loads(run("download", "kernels-community/relu", "--json")[1])
+    assert [(d["repo"], d["variant"]) for d in data] == [("kernels-community/relu", "torch-universal")]
+    code, text, _ = run("cache", "ls")
+    assert code == 0 and f"kernels-ext-npu/RMSNorm  v1  {hub.shas['seed_v1'][:12]}  torch-universal" in text
+    rows = json.loads(run("cache", "ls", "--json")[1])
+    assert {(r["repo_id"], r["variant"]) for r in rows} >= {(SEED, "torch28-cxx11-rocm64-x86_64-linux"),
+                                                            ("kernels-community/relu", "torch-universal")}
+    assert all(r["size"] > 0 for r in rows)
+
+
+def test_verify_in_both_forms(env, system):
+    kernelhook.get_kernel(SEED, version=1)
+    code, text, _ = run("cache", "verify")
+    assert code == 0 and text.startswith("checked 2 objects and 1 trees: 0 damaged")
+    assert json.loads(run("cache", "verify", "--json")[1])["damaged"] == []
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        ((), 2, "the following arguments are required"),  # no command
+        (("frobnicate",), 2, "invalid choice"),
+        (("info",), 2, "REPO[@REV]"),
+        (("info", "acme/x@"), 2, "nothing after '@'"),
+        (("info", "not-a-repo-id"), 1, "is not a Hub repo id"),
+        (("info", "acme/nothing-at-all"), 1, "No Hub repo answers"),
+        (("download",), 2, "no repos named and no kernelhook.lock found"),
+        (("download", "--lockfile", "/nonexistent/kernelhook.lock"), 1, "not a kernelhook lockfile"),
+        (("cache",), 2, "the following arguments are required"),
+        (("cache", "prune", "--grace", "soon"), 2, "invalid float value"),
+        (("lock", "--pyproject", "/nonexistent/pyproject.toml"), 1, "cannot read it as TOML"),
+    ],
+)
+def test_bad_usage_and_failures_exit_with_meaningful_codes_and_one_line(env, system, tmp_path, monkeypatch,
+                                                                         args, code, words):
+    monkeypatch.chdir(tmp_path)  # no lockfile or pyproject above
+    got, out, err = run(*args)
+    assert got == code and words in err
+    if code == 1:
+        assert err.count("\n") == 1 and err.startswith("kernelhook: error: ")  # one line
+
+
+def test_lock_without_a_kernels_table_says_what_to_add(env, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("lock", "--json")
+    assert code == 1 and "[tool.kernelhook.kernels]" in err and json.loads(out)["error"].startswith(str(tmp_path))
+
+
+@pytest.fixture
+def moved(tmp_path, monkeypatch, system):
+    """A repo whose v1 was loaded at commit A, then moved to B and loaded again."""
+    with LocalHub(tmp_path / "hub") as hub:
+        hub.create_repo(REPO)
+        a = hub.commit(REPO, new_layout("torch-universal", "A", {"build/torch-universal/a.bin": b"A" * 5000}), branch="v1")
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("KERNELHOOK_CACHE", str(tmp_path / "cache"))
+        monkeypatch.chdir(tmp_path)
+        project = tmp_path / "pyproject.toml"
+        project.write_text(f'[tool.kernelhook.kernels]\n"{REPO}" = "v1"\n')
+        assert run("lock")[0] == 0  # pins A
+        (tmp_path / "kernelhook.lock").rename(tmp_path / "a.lock")
+        assert kernelhook.get_kernel(REPO, revision="v1").VERSION == "A"
+        b = hub.commit(REPO, new_layout("torch-universal", "B"), branch="v1", replace=True)
+        assert kernelhook.get_kernel(REPO, revision="v1").VERSION == "B"
+        yield {"A": a, "B": b, "lock": str(tmp_path / "a.lock")}
+
+
+def test_prune_removes_what_no_ref_reaches_refs_first(moved):
+    code, text, _ = run("cache", "prune", "--grace", "0", "--dry-run")
+    # A's __init__.py, _ops.py and a.bin; layers.py, lazy.py and metadata.json are the same bytes in B: kept
+    assert code == 0 and text.startswith("would remove 1 commit refs, 1 trees, 3 objects")
+    assert run("cache", "prune", "--grace", "0", "--dry-run")[1] == text  # a dry run changes nothing
+    data = json.loads(run("cache", "prune", "--grace", "0", "--json")[1])
+    assert len(data["refs"]) == 1 and moved["A"] in data["refs"][0] and len(data["objects"]) == 3
+    assert run("cache", "verify")[0] == 0
+    rows = json.loads(run("cache", "ls", "--json")[1])
+    assert [r["commit"] for r in rows] == [moved["B"]]
+
+
+def test_prune_keeps_what_a_lockfile_pins(moved):
+    data = json.loads(run("cache", "prune", "--grace", "0", "--lockfile", moved["lock"], "--json")[1])
+    assert data["refs"] == [] and data["objects"] == [] and data["kept_for_lockfile"] == [moved["A"]]
+    assert {r["commit"] for r in json.loads(run("cache", "ls", "--json")[1])} == {moved["A"], moved["B"]}
+
+
+def test_prune_keeps_recent_entries_by_default(moved):
+    assert run("cache", "prune")[1].startswith("removed 0 commit refs, 0 trees, 0 objects")

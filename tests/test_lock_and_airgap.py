@@ -1,0 +1,160 @@
+"""Reproducible and air-gapped: lockfiles with verified hashes, prefetch, offline and
+read-only caches. Each test has its own Hub, since it moves branches."""
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kernelhook
+from kernelhook.cli import main as cli
+from kernelhook.testing import LocalHub
+
+from .conftest import ASCEND, child_env, run_python
+from .repos import new_layout
+
+REPO = "acme/locked"
+BLOB = bytes(range(256)) * 16  # an LFS file: locked by sha256
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder with [tool.kernelhook.kernels], its own Hub and an empty cache."""
+    with LocalHub(tmp_path / "hub") as hub:
+        hub.create_repo(REPO)
+        hub.shas = {"v1": hub.commit(REPO, _variants("1.0"), branch="v1")}
+        folder = tmp_path / "project"
+        folder.mkdir()
+        (folder / "pyproject.toml").write_text(f'[project]\nname = "demo"\n\n[tool.kernelhook.kernels]\n"{REPO}" = "v1"\n')
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("KERNELHOOK_CACHE", str(tmp_path / "cache"))
+        hub.folder, hub.cache = folder, tmp_path / "cache"
+        yield hub
+
+
+def _variants(version: str) -> dict:
+    files = new_layout("torch-universal", version, {"build/torch-universal/table.bin": BLOB})
+    files.update(new_layout("torch27-cxx11-cann82-aarch64-linux", version))
+    return files
+
+
+def _cli(*args) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli(list(args))
+    return code, out.getvalue()
+
+
+def test_lock_records_every_variants_files_and_hashes_and_downloads_nothing(project, system):
+    project.clear_requests()
+    code, _ = _cli("lock")
+    assert code == 0
+    assert not [r for r in project.requests if "/resolve/" in r.path]  # locking downloads nothing
+    lock = json.loads((project.folder / "kernelhook.lock").read_text())
+    entry = lock["kernels"][REPO]
+    assert (entry["commit"], entry["revision"], entry["repo_type"]) == (project.shas["v1"], "v1", "model")
+    assert set(entry["variants"]) == {"torch-universal", "torch27-cxx11-cann82-aarch64-linux"}
+    universal = entry["variants"]["torch-universal"]
+    init = _variants("1.0")["build/torch-universal/__init__.py"].encode()
+    assert universal["__init__.py"] == {"size": len(init), "git_sha1": hashlib.sha1(b"blob %d\0" % len(init) + init).hexdigest()}
+    assert universal["table.bin"] == {"size": len(BLOB), "sha256": hashlib.sha256(BLOB).hexdigest()}
+
+
+def test_relocking_an_unchanged_hub_rewrites_the_same_bytes(project, system):
+    _cli("lock")
+    first = (project.folder / "kernelhook.lock").read_bytes()
+    _cli("lock")
+    assert (project.folder / "kernelhook.lock").read_bytes() == first
+
+
+def test_the_lock_holds_when_the_hub_moves_on(project, system):
+    _cli("lock")
+    project.commit(REPO, _variants("1.1"), branch="v1")  # the branch moves
+    project.commit(REPO, _variants("2.0"), branch="v2")  # and a new major version appears
+    env = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache)}
+    code = "import kernels_hub.acme.locked as k, kernelhook; print(k.VERSION, kernelhook.origin(k).how)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=project.folder, env=child_env(env),
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split()[:2] == ["1.0", "lockfile"], result.stderr
+    # LayerRepository entries without a revision follow the lock too
+    assert kernelhook.get_kernel(REPO).VERSION == "1.0"
+    assert kernelhook.LayerRepository(REPO, "ReLU").kernel_name.revision is None
+
+
+def test_a_tampered_cached_file_is_refused_before_it_runs(project, system):
+    _cli("lock")
+    module = kernelhook.get_kernel(REPO)
+    target = kernelhook.origin(module).tree / "__init__.py"
+    for name in [n for n in sys.modules if n.startswith("_kernelhook_")]:
+        del sys.modules[name]
+    os.chmod(target, 0o644)
+    target.write_text("import os\nos.environ['PWNED'] = '1'\n")
+    with pytest.raises(kernelhook.errors.LockMismatchError) as info:
+        kernelhook.get_kernel(REPO)
+    message = str(info.value)
+    expected = json.loads((project.folder / "kernelhook.lock").read_text())["kernels"][REPO]["variants"]
+    assert "__init__.py" in message and expected["torch-universal"]["__init__.py"]["git_sha1"] in message
+    assert "PWNED" not in os.environ and not [n for n in sys.modules if n.startswith("_kernelhook_")]
+    code, out = _cli("cache", "verify")
+    assert code == 1 and ": 2 damaged" in out  # the object and the tree that links to it
+    assert _cli("cache", "verify", "--repair")[0] == 0
+    assert kernelhook.get_kernel(REPO).VERSION == "1.0"  # fetched again, verified again
+
+
+def test_a_cache_filled_online_loads_on_an_offline_machine(project, tmp_path):
+    _cli("lock")
+    env = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache)}
+    filled = subprocess.run([sys.executable, "-m", "kernelhook", "download", "--all-variants"], cwd=project.folder,
+                            env=child_env(env), capture_output=True, text=True, timeout=120)
+    assert filled.returncode == 0, filled.stderr
+    copied = tmp_path / "copied-cache"
+    shutil.copytree(project.cache, copied)  # "copied onto an offline machine"
+    project.clear_requests()
+    offline = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(copied), "HF_HUB_OFFLINE": "1"}
+    for system in (None, ASCEND):  # this machine, and an Ascend box served by the same copied cache
+        code = "import kernels_hub.acme.locked as k; print(k.VERSION, k.VARIANT)"
+        result = subprocess.run([sys.executable, "-c", code], cwd=project.folder, env=child_env(offline, system),
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[0] == "1.0"
+    assert project.requests == []  # zero network attempts
+
+
+def _unshare_works() -> bool:
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or not _unshare_works(), reason="needs unshare -m (root)")
+def test_a_read_only_cache_loads_without_writing_and_says_so_when_something_is_missing(project, system):
+    kernelhook.get_kernel(REPO, revision="v1")  # fill it online
+    before = _snapshot(project.cache)
+    env = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache)}
+
+    def in_read_only_mount(code: str, system_description=None):
+        script = (f"mount --bind -o ro {project.cache} {project.cache} && "
+                  f"{sys.executable} -c {json.dumps(code)}")
+        return subprocess.run(["unshare", "-m", "sh", "-c", script], env=child_env(env, system_description),
+                              capture_output=True, text=True, timeout=120)
+
+    ok = in_read_only_mount("import importlib; print(importlib.import_module('kernels_hub.acme.locked@v1').VERSION)",
+                            "torch213-cxx11-cpu-x86_64-linux")
+    assert ok.stdout.strip() == "1.0", ok.stderr
+    missing = in_read_only_mount("import importlib; importlib.import_module('kernels_hub.acme.locked@v1')", ASCEND)
+    assert missing.returncode != 0 and "CacheError" in missing.stderr and "read-only" in missing.stderr
+    assert _snapshot(project.cache) == before
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")}
