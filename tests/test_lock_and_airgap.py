@@ -158,3 +158,15 @@ def test_a_read_only_cache_loads_without_writing_and_says_so_when_something_is_m
 def _snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in folder.rglob("*")}
+
+
+def test_concurrent_writers_without_locks_never_corrupt_the_cache(env, hub):
+    """As on a network filesystem whose locks lie: content addressing and renames carry correctness."""
+    code = "import kernels_hub.kernels_community.relu as r; print(r.VERSION)"
+    children = [subprocess.Popen([sys.executable, "-c", code], env=child_env({**env, "KERNELHOOK_DISABLE_LOCKS": "1"}),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [child.communicate(timeout=120) for child in children]
+    assert [out.strip() for out, _ in outputs] == ["1.0"] * 4, [err for _, err in outputs]
+    code, out = _cli("cache", "verify")
+    assert code == 0 and ": 0 damaged" in out
+    assert not list(Path(env["KERNELHOOK_CACHE"], "v1", "tmp").glob("download-*"))
