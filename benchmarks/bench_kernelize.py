@@ -224,23 +224,24 @@ def run_child(hub: LocalHub, script: str, args: list, env: dict[str, str], cwd: 
 def run_all(hub: LocalHub, tools: list[str], runs: int, root: Path, hf_home: Path, sha: str, calls: int,
             repeats: int) -> dict:
     results = {tool: collections.defaultdict(list) for tool in tools}
+
+    def kernelize_run(tool: str, number: str, rev: str) -> None:
+        env = child_env(root, hub.url, hf_home, tool)
+        results[tool][number].append(run_child(hub, KERNELIZE_CHILD, [REPO, rev, LAYERS_PY, tool, MODULES], env, root))
+
     forms = {"v1": "v1", "sha": sha}
     for tool in tools:  # untimed: the first fills the tool's cache, so every timed run below is warm
-        for form, rev in forms.items():
-            env = child_env(root, hub.url, hf_home, tool)
-            results[tool]["warmup"].append(run_child(hub, KERNELIZE_CHILD, [REPO, rev, LAYERS_PY, tool, MODULES],
-                                                     env, root))
+        for rev in forms.values():
+            kernelize_run(tool, "warmup", rev)
     for form, rev in forms.items():
         for i in range(runs):
-            for tool in tools if i % 2 == 0 else tools[::-1]:  # alternate who goes first
-                env = child_env(root, hub.url, hf_home, tool)
-                results[tool][form].append(run_child(hub, KERNELIZE_CHILD, [REPO, rev, LAYERS_PY, tool, MODULES],
-                                                     env, root))
+            for tool in tools if i % 2 == 0 else tools[::-1]:  # alternate who goes first, so drift hits both alike
+                kernelize_run(tool, form, rev)
         print(f"  kernelize {form}: {runs * len(tools)} processes done", file=sys.stderr, flush=True)
     started = time.perf_counter()
     env = child_env(root, hub.url, hf_home, "kernels")  # both caches: KERNELHOOK_CACHE and kernels' HF_HUB_CACHE
-    results["overhead"] = [run_child(hub, OVERHEAD_CHILD, [REPO, sha, LAYERS_PY, ",".join(tools), calls, repeats],
-                                     env, root) for _ in range(runs)]
+    args = [REPO, sha, LAYERS_PY, ",".join(tools), calls, repeats]
+    results["overhead"] = [run_child(hub, OVERHEAD_CHILD, args, env, root) for _ in range(runs)]
     print(f"  per-call overhead: {runs} processes done in {time.perf_counter() - started:.0f} s", file=sys.stderr,
           flush=True)
     return results
@@ -263,12 +264,12 @@ def cell(vals: list, kind: str) -> str:
     """Median (min–max): times in ms, calls in ns, overhead in %."""
     if not vals:
         return "—"
-    scale, fmt = {"requests": (1, "{:g}"), "pct": (1, "{:+.1f}%"), "ns": (1, "{:.0f} ns"),
-                  "ref_ns": (1, "{:.0f} ns")}.get(kind, (1000, "{:.1f} ms"))
-    vals = [v * scale for v in vals]
-    low, high = min(vals), max(vals)
-    spread = "" if low == high else f" ({fmt.format(low)}–{fmt.format(high)})".replace(" ms", "").replace(" ns", "")
-    return fmt.format(statistics.median(vals)) + spread
+    fmt = {"requests": "{:g}", "pct": "{:+.1f}%", "ns": "{:.0f}", "ref_ns": "{:.0f}"}.get(kind)
+    if fmt is None:  # a time in seconds
+        fmt, vals = "{:.1f}", [v * 1000 for v in vals]
+    unit = {"requests": "", "pct": "", "ns": " ns", "ref_ns": " ns"}.get(kind, " ms")
+    spread = "" if min(vals) == max(vals) else f" ({fmt.format(min(vals))}–{fmt.format(max(vals))})"
+    return fmt.format(statistics.median(vals)) + unit + spread
 
 
 ROWS = [  # (label, number, kind)

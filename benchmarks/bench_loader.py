@@ -34,7 +34,9 @@ OTHER_VARIANTS = {"torch26-cxx11-cu126-x86_64-linux": "cuda", "torch213-cxx11-cu
 LUT_BYTES = 1 << 20  # one ~1 MiB LFS file per variant, so the transfer is not just a few tiny files
 CHILD_TIMEOUT_S = 120
 # Variables that would change either tool's behaviour if inherited from the caller's shell.
-STRIPPED_ENV = ("HF_", "HUGGINGFACE_", "KERNELS_", "KERNELHOOK_", "LOCAL_KERNELS", "TRANSFORMERS_OFFLINE")
+STRIPPED_ENV = ("HF_", "HUGGINGFACE_", "KERNELS_", "KERNELHOOK_", "LOCAL_KERNELS", "TRANSFORMERS_OFFLINE",
+                # with it, every child would compile kernelhook from source (a checkout has no .pyc yet)
+                "PYTHONDONTWRITEBYTECODE")
 
 # The package, alike in every variant but for VARIANT, which tells the parent which variant loaded.
 PACKAGE = {

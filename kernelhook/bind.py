@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass, field
 from types import MethodType, ModuleType
+from typing import NamedTuple
 
 from . import mapping
 from .errors import KernelImportError, KernelizeError, KernelLayerError
@@ -26,8 +26,7 @@ from .layers import FLAGS, MODE_PRIORITY, LayerRepository, Mode, load_layer, val
 logger = logging.getLogger("kernelhook")
 
 
-@dataclass(frozen=True)
-class Bound:
+class Bound(NamedTuple):  # tuples: one is made per module, so they must be cheap
     module: str  # its path in the model, "" for the model itself
     module_class: str
     layer_name: str
@@ -36,22 +35,23 @@ class Bound:
     variant: str
 
 
-@dataclass(frozen=True)
-class Kept:
+class Kept(NamedTuple):
     module: str
     module_class: str
     layer_name: str
     reason: str
 
 
-@dataclass
 class KernelizeReport:
     """What kernelize bound where, and what kept its own forward and why."""
 
-    device: str
-    mode: Mode
-    bound: list[Bound] = field(default_factory=list)
-    kept: list[Kept] = field(default_factory=list)
+    def __init__(self, device: str, mode: Mode):
+        self.device, self.mode = device, mode
+        self.bound: list[Bound] = []
+        self.kept: list[Kept] = []
+
+    def __repr__(self) -> str:
+        return f"<KernelizeReport {self.device} {self.mode}: {len(self.bound)} bound, {len(self.kept)} kept>"
 
     def __str__(self) -> str:
         lines = [f"kernelize for {self.device}, {self.mode}: {len(self.bound)} bound, {len(self.kept)} kept"]
@@ -68,17 +68,19 @@ def kernelize_report(model) -> KernelizeReport | None:
     return _reports.get(model)
 
 
-@dataclass
 class _Plan:
     """What every module of one class gets: a layer, or a reason to keep its forward."""
 
-    layer_name: str
-    layer: type | None = None
-    repo: LayerRepository | None = None
-    kernel: ModuleType | None = None
-    reason: str = ""
-    modules: int = 0
-    condition: object = None  # the kernels package's per-instance kernel_condition, when the class has one
+    __slots__ = ("layer_name", "layer", "repo", "kernel", "reason", "modules", "condition")
+
+    def __init__(self, layer_name: str, condition=None):
+        self.layer_name = layer_name
+        self.layer: type | None = None
+        self.repo: LayerRepository | None = None
+        self.kernel: ModuleType | None = None
+        self.reason = ""
+        self.modules = 0
+        self.condition = condition  # the kernels package's per-instance kernel_condition, if the class has one
 
 
 def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: bool = True):
@@ -95,6 +97,7 @@ def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: 
     table = mapping.snapshot()
     report = KernelizeReport(device_type, mode)
     plans: dict[type, _Plan | None] = {}
+    debug = logger.isEnabledFor(logging.DEBUG)
     for path, module in model.named_modules():
         cls = type(module)
         if cls not in plans:
@@ -102,7 +105,7 @@ def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: 
             plans[cls] = None if name is None else _plan(cls, name, device_type, capability, mode, table, use_fallback)
         plan = plans[cls]
         if plan is not None:
-            _bind(module, path, plan, report)
+            _bind(module, path, plan, report, debug)
     _log_summary(plans, device_type, mode)
     _reports[model] = report
     return model
@@ -151,8 +154,9 @@ def _keep(plan: _Plan, reason: str, use_fallback: bool, level: int, cause: Excep
     return plan
 
 
-def _bind(module, path: str, plan: _Plan, report: KernelizeReport) -> None:
-    module.__dict__.pop("forward", None)  # back to what the class defines
+def _bind(module, path: str, plan: _Plan, report: KernelizeReport, debug: bool) -> None:
+    state = module.__dict__
+    state.pop("forward", None)  # back to what the class defines
     plan.modules += 1
     if plan.layer is None:
         report.kept.append(Kept(path, type(module).__name__, plan.layer_name, plan.reason))
@@ -160,11 +164,14 @@ def _bind(module, path: str, plan: _Plan, report: KernelizeReport) -> None:
     if plan.condition is not None and not plan.condition(module):
         report.kept.append(Kept(path, type(module).__name__, plan.layer_name, "its class's kernel_condition said no"))
         return
-    module.forward = MethodType(plan.layer.forward, module)
+    # Straight into the instance dict: nn.Module.__setattr__ would only check that "forward"
+    # is no parameter, buffer or submodule, which it never is.
+    state["forward"] = MethodType(plan.layer.forward, module)
     origin = plan.kernel.__kernelhook__
     report.bound.append(Bound(path, type(module).__name__, plan.layer_name, origin.repo_id, origin.commit, origin.variant))
-    logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", type(module).__name__, plan.layer_name,
-                 origin.repo_id, origin.commit[:12])
+    if debug:
+        logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", type(module).__name__,
+                     plan.layer_name, origin.repo_id, origin.commit[:12])
 
 
 def _log_summary(plans: dict, device_type: str, mode: Mode) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+
+from typing import NamedTuple
 
 from . import hub
 from .errors import (
@@ -31,8 +32,7 @@ logger = logging.getLogger("kernelhook")
 _CHUNK = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class PlacedVariant:
+class PlacedVariant(NamedTuple):
     """A variant whose files are all in the store."""
 
     resolved: Resolved

@@ -19,8 +19,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from urllib.parse import quote
 
 from .store import RepoAddress
@@ -66,8 +65,7 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
-@dataclass(frozen=True)
-class ListingEntry:
+class ListingEntry(NamedTuple):
     """A file under build/ as the Hub lists it."""
 
     path: str  # relative to the repo root
@@ -83,8 +81,7 @@ class ListingEntry:
         return cls(data["path"], int(data["size"]), data["oid"], data.get("lfs_sha256"))
 
 
-@dataclass(frozen=True)
-class Refs:
+class Refs(NamedTuple):
     branches: dict[str, str]
     tags: dict[str, str]
 

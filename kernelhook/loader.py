@@ -17,16 +17,16 @@ import importlib.util
 import re
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+from typing import NamedTuple
 
 from .errors import KernelLoadError
 from .names import CONTENT_PREFIX
 
 
-@dataclass(frozen=True)
-class KernelOrigin:
+class KernelOrigin(NamedTuple):
     """Where a loaded kernel came from; ``kernelhook.origin(module)`` returns it."""
 
     repo_id: str
@@ -93,7 +93,7 @@ def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
 
 
 def _with_name(origin: KernelOrigin, name: str) -> KernelOrigin:
-    return KernelOrigin(**{**origin.__dict__, "module_name": name})
+    return origin._replace(module_name=name)
 
 
 class _StoreSourceLoader(importlib.machinery.SourceFileLoader):

@@ -22,8 +22,9 @@ import hashlib
 import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+
+from typing import NamedTuple
 
 from .errors import LockfileError, LockMismatchError
 
@@ -32,8 +33,7 @@ FORMAT_VERSION = 1
 _CHUNK = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class LockedKernel:
+class LockedKernel(NamedTuple):
     repo_id: str
     repo_type: str
     revision: str
@@ -41,8 +41,7 @@ class LockedKernel:
     variants: dict  # variant -> {relative path: {"size": n, "sha256" | "git_sha1": hex}}
 
 
-@dataclass(frozen=True)
-class Lock:
+class Lock(NamedTuple):
     path: Path
     kernels: dict  # repo_id -> LockedKernel
 

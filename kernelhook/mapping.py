@@ -22,6 +22,7 @@ import contextlib
 import contextvars
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .layers import MODE_PRIORITY, LayerRepository, Mode
 
@@ -103,8 +104,7 @@ def snapshot() -> Table:
         return _copy(_base)
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     repo: LayerRepository
     registered_for: Mode
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+
+from typing import NamedTuple
 
 from .errors import InvalidKernelName, InvalidRevision
 
@@ -34,8 +35,7 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
 
 
-@dataclass(frozen=True)
-class KernelName:
+class KernelName(NamedTuple):
     """A kernel as the user named it, before any lookup."""
 
     org: str
@@ -60,8 +60,7 @@ def _spellings(part: str) -> tuple[str, ...]:
     return (part,) if hyphenated == part else (part, hyphenated)
 
 
-@dataclass(frozen=True)
-class ModuleName:
+class ModuleName(NamedTuple):
     """A name under ``kernels_hub``: the root, an org namespace, a kernel or a submodule."""
 
     org: str | None = None

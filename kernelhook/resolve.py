@@ -3,7 +3,8 @@
 Requests made (each at most once per resolve):
   * full sha pin, repo known from an earlier import:   none
   * short sha pin matching one commit already known:   none
-  * branch, tag, vN or unknown short sha:              one (the revision endpoint)
+  * unknown short sha:                                 one (the revision endpoint)
+  * branch, tag or vN:                                 one (the refs listing)
   * unpinned:                                          one (the refs listing): highest vN, else main
 A name never seen before first finds its repo: each spelling (as written, then
 underscores as hyphens) in each repo type (kernel, then model) until one
@@ -19,8 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from . import hub, lockfile
 from .errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
@@ -32,8 +32,7 @@ logger = logging.getLogger("kernelhook")
 _VERSION_BRANCH = re.compile(r"v(\d+)")
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     repo: RepoAddress
     commit: str
     how: str  # for logs and reports: "commit pin", "branch v2", "cached (offline)", ...
@@ -108,12 +107,18 @@ def _resolve_locally(name: KernelName, repo: RepoAddress, store: Store) -> Resol
 
 
 def _resolve_online(name: KernelName, repo: RepoAddress, store: Store) -> Resolved:
-    try:
-        if name.revision is None:
-            return _resolve_unpinned(name, repo, store)
-        commit = hub.resolve_revision(repo, name.revision)
-    except hub.RevisionMissing as exc:
-        raise _revision_not_found(name, repo) from exc
+    if name.revision is None:
+        return _resolve_unpinned(name, repo, store)
+    if is_full_sha(name.revision) or is_short_sha(name.revision):
+        try:  # the Hub resolves (short) shas on its revision endpoint
+            commit = hub.resolve_revision(repo, name.revision)
+        except hub.RevisionMissing as exc:
+            raise _revision_not_found(name, repo) from exc
+    else:  # branches and tags: the refs listing is the lighter answer, and names the alternatives
+        refs = hub.list_refs(repo)
+        commit = refs.branches.get(name.revision) or refs.tags.get(name.revision)
+        if commit is None:
+            raise _revision_not_found(name, repo, refs)
     store.remember_revision(repo, name.revision, name.revision, commit)
     how = "commit pin" if is_full_sha(name.revision) else f"revision {name.revision}"
     logger.info("%s: %s %s resolved to commit %s", name.typed, repo, how, commit)
@@ -179,9 +184,9 @@ def _discover(name: KernelName, store: Store) -> Resolved:
     )
 
 
-def _revision_not_found(name: KernelName, repo: RepoAddress) -> RevisionNotFoundError:
+def _revision_not_found(name: KernelName, repo: RepoAddress, refs: hub.Refs | None = None) -> RevisionNotFoundError:
     try:
-        refs = hub.list_refs(repo)  # on the error path only: worth a request for a useful message
+        refs = refs or hub.list_refs(repo)  # on the error path only: worth a request for a useful message
         available = f" (branches: {_names(refs.branches)}; tags: {_names(refs.tags)})"
     except hub.HubError:
         available = ""

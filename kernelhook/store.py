@@ -31,9 +31,10 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
+
+from typing import NamedTuple
 
 from .errors import CacheError
 
@@ -42,8 +43,7 @@ logger = logging.getLogger("kernelhook")
 FORMAT = "v1"
 
 
-@dataclass(frozen=True)
-class RepoAddress:
+class RepoAddress(NamedTuple):
     """A Hub repo as the Hub knows it."""
 
     repo_id: str

@@ -18,7 +18,7 @@ import os
 import platform
 import re
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 logger = logging.getLogger("kernelhook")
 
@@ -35,8 +35,7 @@ NOARCH_NAMES = {"cuda": "cuda", "rocm": "rocm", "cann": "npu", "xpu": "xpu", "me
 _VERSION_PREFIX = re.compile(r"\s*(\d+)\.(\d+)")
 
 
-@dataclass(frozen=True)
-class Compute:
+class Compute(NamedTuple):
     """A compute backend and, where builds depend on it, its major.minor version."""
 
     backend: str  # cpu | cuda | rocm | xpu | cann | metal
@@ -75,8 +74,7 @@ def parse_version_prefix(text: object) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-@dataclass(frozen=True)
-class SystemInfo:
+class SystemInfo(NamedTuple):
     """This machine, as build variants see it."""
 
     torch_version: tuple[int, int] | None

@@ -16,7 +16,7 @@ backend must match its version exactly. Pure functions: the system is an argumen
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .system import Compute, SystemInfo, parse_compute
 
@@ -25,8 +25,7 @@ _STABLE = re.compile(r"torch-stable-abi(\d)(\d+)-([a-z0-9]+)-([a-z0-9_]+)-([a-z0
 _NOARCH = re.compile(r"torch-([a-z0-9]+)")
 
 
-@dataclass(frozen=True)
-class StrictVariant:
+class StrictVariant(NamedTuple):
     name: str
     torch_version: tuple[int, int]
     cxx11_abi: bool | None  # None: the name carries no ABI tag
@@ -35,8 +34,7 @@ class StrictVariant:
     os: str
 
 
-@dataclass(frozen=True)
-class StableAbiVariant:
+class StableAbiVariant(NamedTuple):
     name: str
     abi_version: tuple[int, int]
     compute: Compute
@@ -44,8 +42,7 @@ class StableAbiVariant:
     os: str
 
 
-@dataclass(frozen=True)
-class NoarchVariant:
+class NoarchVariant(NamedTuple):
     name: str
     backend: str  # "universal" or a no-arch backend name such as "npu"
 
@@ -74,8 +71,7 @@ def _compute(tag: str, name: str) -> Compute:
     return compute
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """One variant's verdict for one system."""
 
     name: str

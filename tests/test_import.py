@@ -115,7 +115,7 @@ def test_found_name_mapping_is_remembered(env, system, hub):
         del sys.modules[name]
     hub.clear_requests()
     importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
-    assert [r.path for r in hub.requests] == ["/api/models/kernels-ext-npu/RMSNorm/revision/v1"]
+    assert [r.path for r in hub.requests] == ["/api/models/kernels-ext-npu/RMSNorm/refs"]
 
 
 @pytest.mark.parametrize(

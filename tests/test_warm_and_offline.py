@@ -49,8 +49,8 @@ def test_importing_kernels_hub_loads_neither_torch_nor_huggingface_hub(env):
 def test_cold_import_lists_once_and_fetches_one_request_per_file(env, system, hub):
     kernelhook.get_kernel(SEED, revision="v1")
     assert [(r.method, r.path) for r in hub.requests] == [
-        ("GET", "/api/kernels/kernels-ext-npu/RMSNorm/revision/v1"),  # kernel repo type first: not there
-        ("GET", f"{SEED_API}/revision/v1"),
+        ("GET", "/api/kernels/kernels-ext-npu/RMSNorm/refs"),  # kernel repo type first: not there
+        ("GET", f"{SEED_API}/refs"),
         ("GET", f"{SEED_API}/tree/{hub.shas['seed_v1']}/build"),
         ("GET", f"/kernels-ext-npu/RMSNorm/resolve/{hub.shas['seed_v1']}/build/torch-universal/RMSNorm/__init__.py"),
         ("GET", f"/kernels-ext-npu/RMSNorm/resolve/{hub.shas['seed_v1']}/build/torch-universal/RMSNorm/layers.py"),
@@ -77,8 +77,8 @@ def test_warm_commit_pin_makes_no_request_and_never_imports_huggingface_hub(env,
 @pytest.mark.parametrize(
     "spelling, expected_request",
     [
-        ("kernels_hub.kernels_ext_npu.RMSNorm@v1", f"{SEED_API}/revision/v1"),
-        ("kernels_hub.kernels_ext_npu.RMSNorm@stable", f"{SEED_API}/revision/stable"),
+        ("kernels_hub.kernels_ext_npu.RMSNorm@v1", f"{SEED_API}/refs"),
+        ("kernels_hub.kernels_ext_npu.RMSNorm@stable", f"{SEED_API}/refs"),
         ("kernels_hub.kernels_ext_npu.RMSNorm", f"{SEED_API}/refs"),
     ],
 )
@@ -196,4 +196,4 @@ def test_a_request_with_no_plain_http_answer_is_sent_again_through_huggingface_h
     monkeypatch.setattr(hub_client, "_get_json_plain", no_answer)
     assert kernelhook.get_kernel(SEED, version=1).VERSION == "1.0"
     assert [r.path for r in hub.requests][:2] == [
-        "/api/kernels/kernels-ext-npu/RMSNorm/revision/v1", f"{SEED_API}/revision/v1"]
+        "/api/kernels/kernels-ext-npu/RMSNorm/refs", f"{SEED_API}/refs"]

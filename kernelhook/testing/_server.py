@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from ._routes import HubError, apply_range, json_response, route
+from ._faults import send_body, shape
+from ._routes import HubError, Response, apply_range, json_response, route
 
 if TYPE_CHECKING:
     from .hub import LocalHub
@@ -28,7 +29,7 @@ class RequestRecord:
     query: str
     status: int
     authorization: str | None = None  # the Authorization header as sent, to check tokens
-
+    fault: bool = False  # an injected fault (hub.inject) shaped this response
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,23 +56,32 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         form = self.rfile.read(length) if length else b""  # drained so the next request parses
         path, _, query = self.path.partition("?")
-        hub = self.server.hub
-        try:
-            resp = apply_range(route(hub, self.command, path, query, form), self.headers.get("Range"))
-        except HubError as err:
-            resp = err.response
-        except Exception:
-            logger.exception("local hub failed on %s %s", self.command, self.path)
-            resp = json_response({"error": "internal error"}, 500)
+        hub, stopping = self.server.hub, self.server.stopping
+        fault = hub._faults.take(self.command, path)
+        if fault is not None and fault.delay_s and stopping.wait(fault.delay_s):
+            self.close_connection = True  # stop() woke the delay: answer nothing
+            return
+        resp = None if fault is not None and fault.status is not None else self._respond(hub, path, query, form)
+        if fault is not None:
+            resp = shape(fault, resp)
         # Logged before the body goes out, so a client that has its answer sees the record.
-        hub._record(RequestRecord(self.command, path, query, resp.status, self.headers.get("authorization")))
+        hub._record(RequestRecord(self.command, path, query, resp.status, self.headers.get("authorization"),
+                                  fault is not None))
         self.send_response(resp.status)
         for name, value in resp.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(resp.body)))
+        self.send_header("Content-Length", str(len(resp.body)))  # the full length even when cut short
         self.end_headers()
-        if self.command != "HEAD" and resp.body:
-            self.wfile.write(resp.body)
+        send_body(self, b"" if self.command == "HEAD" else resp.body, fault, stopping)
+
+    def _respond(self, hub: "LocalHub", path: str, query: str, form: bytes) -> Response:
+        try:
+            return apply_range(route(hub, self.command, path, query, form), self.headers.get("Range"))
+        except HubError as err:
+            return err.response
+        except Exception:
+            logger.exception("local hub failed on %s %s", self.command, self.path)
+            return json_response({"error": "internal error"}, 500)
 
     def log_message(self, format: str, *args) -> None:
         logger.debug("local hub: " + format, *args)
@@ -88,6 +98,7 @@ class _Server(ThreadingHTTPServer):
         self._live: dict[socket.socket, threading.Thread] = {}
         self._live_lock = threading.Lock()
         self._closing = False
+        self.stopping = threading.Event()  # wakes handlers that injected faults keep waiting
 
     def handle_error(self, request, client_address) -> None:
         # A client that hangs up mid-response (or stop() closing a connection) is routine here.
@@ -108,6 +119,7 @@ class _Server(ThreadingHTTPServer):
         with self._live_lock:
             self._closing = True
             live = list(self._live.items())
+        self.stopping.set()
         for conn, _ in live:
             _hang_up(conn)
         return [thread for _, thread in live]

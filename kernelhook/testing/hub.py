@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from ._faults import Fault, FaultInjection, FaultSet
 from ._git import GitRepo, Snapshot, build_snapshot, lfs_pointer
 from ._server import RequestRecord, start_server, stop_server
 
@@ -31,7 +32,7 @@ REPO_TYPES = {"model": "models", "kernel": "kernels"}
 DEFAULT_LFS_PATTERNS = ("*.so", "*.bin")
 _MEMORY_CACHE_LIMIT = 64 << 20  # larger LFS objects are read from disk on every request
 
-__all__ = ["LocalHub", "RequestRecord"]
+__all__ = ["Fault", "LocalHub", "RequestRecord"]
 
 
 @dataclass
@@ -50,8 +51,8 @@ class _Repo:
         return os.path.join(self.lfs_dir, sha256[:2], sha256[2:4], sha256)
 
 
-class LocalHub:
-    """A loopback Hugging Face Hub serving git-backed model and kernel repos."""
+class LocalHub(FaultInjection):
+    """A loopback Hugging Face Hub serving git-backed model and kernel repos; inject() makes it misbehave."""
 
     def __init__(self, root: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.root = os.path.abspath(os.fspath(root))
@@ -66,6 +67,7 @@ class LocalHub:
         self._blobs: dict[str, bytes] = {}
         self._lfs: dict[str, bytes] = {}
         self._histories: dict[str, list] = {}
+        self._faults = FaultSet()
         self._server = None
         self._thread: threading.Thread | None = None
 
