@@ -87,8 +87,15 @@ def _is_variant(name: str) -> bool:
 def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
     """The build/ listing at a commit: immutable, so fetched once and kept."""
     cached = store.load_listing(resolved.repo, resolved.commit)
-    if cached is not None:
-        return [hub.ListingEntry.from_json(entry) for entry in cached]
+    if cached is None:
+        with store.lock(f"listing-{resolved.commit}"):  # ranks on one node list once; the rest read it
+            cached = store.load_listing(resolved.repo, resolved.commit)
+            if cached is None:
+                return _fetch_listing(resolved, store)
+    return [hub.ListingEntry.from_json(entry) for entry in cached]
+
+
+def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
     try:
         listing = hub.list_build(resolved.repo, resolved.commit)
     except hub.RevisionMissing as exc:  # a commit pin the repo does not have

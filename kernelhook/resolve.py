@@ -22,7 +22,7 @@ import re
 import time
 from typing import Callable, NamedTuple
 
-from . import hub, lockfile
+from . import distributed, hub, lockfile
 from .errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
 from .names import KernelName, is_full_sha, is_short_sha
 from .store import RepoAddress, Store
@@ -64,6 +64,19 @@ def resolve(name: KernelName, store: Store) -> Resolved:
         pinned = _pin_source(name)
         if pinned is not None:
             return pinned
+    movable = name.revision is None or not (is_full_sha(name.revision) or is_short_sha(name.revision))
+    job = distributed.job_store() if movable else None
+    if job is None:
+        return _resolve_here(name, store)
+    # Under torchrun, one rank resolves a movable name for the whole job; the rest load its commit.
+    answer = distributed.shared(job, f"{name.key}@{name.revision or ''}", lambda: _resolve_here(name, store)._asdict())
+    resolved = Resolved(RepoAddress(*answer["repo"]), answer["commit"], answer["how"])
+    store.remember_name(name.key, resolved.repo)
+    store.remember_revision(resolved.repo, name.revision, name.revision or resolved.how, resolved.commit)
+    return resolved
+
+
+def _resolve_here(name: KernelName, store: Store) -> Resolved:
     known = store.recall_name(name.key) or _cached_spelling(name, store)
     if known is not None:
         local = _resolve_locally(name, known, store)

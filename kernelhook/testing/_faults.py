@@ -30,6 +30,8 @@ __all__ = ["Fault", "FaultInjection", "FaultSet"]
 
 # SO_LINGER on, timeout 0: close() then sends RST instead of FIN, dropping unsent data.
 _LINGER_RESET = struct.pack("ii", 1, 0)
+# A fault used zero times, or sent in empty chunks, would never do anything.
+_MINIMUMS = {"times": 1, "chunk_size": 1, "truncate_to": 0, "reset_after": 0}
 
 
 @dataclass
@@ -52,10 +54,10 @@ class Fault:
 
     def __post_init__(self) -> None:
         self.method = self.method.upper() if self.method else None
-        for name in ("times", "truncate_to", "reset_after", "chunk_size"):
+        for name, least in _MINIMUMS.items():
             value = getattr(self, name)
-            if value is not None and (value < (1 if name in ("times", "chunk_size") else 0)):
-                raise ValueError(f"{name}={value!r} is out of range")
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, not {value!r}")
         if self.truncate_to is not None and self.reset_after is not None:
             raise ValueError("truncate_to and reset_after both end the body: give one")
         if self.delay_s < 0 or self.chunk_delay_s < 0 or (self.retry_after or 0) < 0:
