@@ -18,7 +18,7 @@ import weakref
 from types import MethodType, ModuleType
 from typing import NamedTuple
 
-from . import mapping
+from . import mapping, trust
 from .errors import KernelImportError, KernelizeError, KernelLayerError
 from .known_layers import layer_name_of
 from .layers import FLAGS, MODE_PRIORITY, LayerRepository, Mode, load_layer, validate_layer
@@ -117,6 +117,10 @@ def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -
     if isinstance(selection, str):
         return _keep(plan, selection, use_fallback, logging.INFO)
     plan.repo = selection.repo
+    if selection.repo in mapping.SHIPPED and not trust.is_trusted(selection.repo.repo_id):
+        reason = (f"{selection.repo} comes from kernelhook's default mapping and its org is not trusted; "
+                  f"add it to KERNELHOOK_TRUSTED_ORGS, or register the mapping yourself")
+        return _keep(plan, reason, use_fallback, logging.WARNING)
     from .api import load_kernel
 
     try:

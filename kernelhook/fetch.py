@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 from typing import NamedTuple
@@ -30,6 +31,8 @@ from .variants import candidate_patterns, choose_variant, parse_variant, rank_va
 logger = logging.getLogger("kernelhook")
 
 _CHUNK = 1024 * 1024
+# A hostile or broken listing could name a file of any size: refuse past this before downloading it.
+MAX_FILE_BYTES = int(os.environ.get("KERNELHOOK_MAX_FILE_BYTES", str(64 * 1024**3)))
 
 
 class PlacedVariant(NamedTuple):
@@ -148,24 +151,35 @@ def _known_sha256(store: Store, entry: hub.ListingEntry) -> str | None:
 
 def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
     repo, commit = resolved.repo, resolved.commit
-    handle, temp = store.temp_file()
-    try:
-        with handle:
-            hub.download(repo, commit, entry.path, handle, entry.size)
-            handle.seek(0)
-            size, sha256, git_oid = _hashes(handle)
-        problem = _mismatch(entry, size, sha256, git_oid)
-        if problem:
-            raise DownloadError(
-                f"{repo}@{commit[:12]}: {entry.path} does not match the Hub's listing ({problem}); it was not "
-                f"cached. Fix: retry; if it persists, the Hub or a proxy serves wrong bytes."
-            )
-    except hub.HubError as exc:
+    if entry.size > MAX_FILE_BYTES:
+        raise DownloadError(
+            f"{repo}@{commit[:12]}: {entry.path} is listed at {entry.size} bytes, over the limit of {MAX_FILE_BYTES}; "
+            f"refused without downloading. Fix: if this kernel is trusted, raise KERNELHOOK_MAX_FILE_BYTES."
+        )
+    for attempt in (1, 2):  # bytes that do not match may be a passing fault (a proxy, a cut): one more try
+        handle, temp = store.temp_file()
+        try:
+            with handle:
+                hub.download(repo, commit, entry.path, handle, entry.size)
+                handle.seek(0)
+                size, sha256, git_oid = _hashes(handle)
+            problem = _mismatch(entry, size, sha256, git_oid)
+        except hub.HubError as exc:
+            temp.unlink(missing_ok=True)
+            raise DownloadError(f"{repo}@{commit[:12]}: could not download {entry.path} from {exc.url}: {exc}") from exc
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        if problem is None:
+            break
         temp.unlink(missing_ok=True)
-        raise DownloadError(f"{repo}@{commit[:12]}: could not download {entry.path} from {exc.url}: {exc}") from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+        logger.warning("%s@%s: %s does not match the Hub's listing (%s) on try %d", repo.repo_id, commit[:12],
+                       entry.path, problem, attempt)
+    else:
+        raise DownloadError(
+            f"{repo}@{commit[:12]}: {entry.path} does not match the Hub's listing ({problem}); it was not "
+            f"cached. Fix: retry; if it persists, the Hub or a proxy serves wrong bytes."
+        )
     store.add_object(temp, sha256)
     if entry.lfs_sha256 is None:
         store.remember_git_blob(entry.git_oid, sha256)

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import time
 from typing import BinaryIO, NamedTuple
 from urllib.parse import quote
 
@@ -52,7 +53,36 @@ class EntryMissing(HubError):
 
 
 class HubUnavailable(HubError):
-    """Offline mode, a connection failure, a timeout or a server error: a cached answer may do."""
+    """Offline mode, a connection failure, a timeout or a server error: a cached answer may do.
+
+    retryable: the Hub answered with a server error, or a transfer broke off; worth another try.
+    A refused connection or offline mode is not: retrying would only delay the cached answer.
+    """
+
+    def __init__(self, message: str, url: str | None = None, *, retryable: bool = False,
+                 retry_after: float | None = None):
+        super().__init__(message, url)
+        self.retryable, self.retry_after = retryable, retry_after
+
+
+RETRIES = int(os.environ.get("KERNELHOOK_RETRIES", "3"))  # tries after the first, for retryable failures
+BACKOFF_S = float(os.environ.get("KERNELHOOK_RETRY_BACKOFF_S", "0.5"))  # doubled at each try
+MAX_WAIT_S = 30.0  # the longest pause, Retry-After included
+
+
+def with_retries(what: str, call):
+    """call(), tried again with exponential backoff (or the server's Retry-After) while it fails retryably."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return call()
+        except HubUnavailable as exc:
+            if not exc.retryable or attempt == RETRIES:
+                raise
+            wait = min(exc.retry_after if exc.retry_after is not None else BACKOFF_S * 2**attempt, MAX_WAIT_S)
+            logger.warning("kernelhook: %s failed (%s); try %d of %d in %.1f s", what, exc, attempt + 2,
+                           RETRIES + 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def offline() -> bool:
@@ -88,13 +118,13 @@ class Refs(NamedTuple):
 
 def resolve_revision(repo: RepoAddress, revision: str) -> str:
     """One request: the commit a branch, tag, full or short sha names."""
-    info = _get_json(repo, f"revision/{quote(revision, safe='')}")
+    info = with_retries(f"resolving {revision} of {repo}", lambda: _get_json(repo, f"revision/{quote(revision, safe='')}"))
     return _checked_sha(info.get("sha") if isinstance(info, dict) else None, repo)
 
 
 def list_refs(repo: RepoAddress) -> Refs:
     """One request: every branch and tag with the commit it points at."""
-    data = _get_json(repo, "refs")
+    data = with_retries(f"listing the refs of {repo}", lambda: _get_json(repo, "refs"))
     try:
         return Refs(
             branches={ref["name"]: _checked_sha(ref["targetCommit"], repo) for ref in data["branches"]},
@@ -161,8 +191,15 @@ def _error_for_status(status: int, headers, url: str) -> HubError:
     if code in ("RepoNotFound", "GatedRepo") or status == 401:
         return RepoMissing(f"{message} (a private or gated repo needs HF_TOKEN)", url)
     if status >= 500 or status == 429:
-        return HubUnavailable(message, url)
+        return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")))
     return HubError(message, url)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    try:
+        return max(0.0, float(retry_after)) if retry_after is not None else None
+    except ValueError:  # an HTTP date: not worth parsing, the backoff will do
+        return None
 
 
 def _headers() -> dict[str, str]:
@@ -199,8 +236,12 @@ def list_build(repo: RepoAddress, commit: str) -> list[ListingEntry]:
     """Every file under build/ at a commit (one request per page of 1000 entries)."""
     from huggingface_hub.hf_api import RepoFile
 
-    with _translated(repo, commit):
-        items = list(_api().list_repo_tree(repo.repo_id, "build", recursive=True, revision=commit, repo_type=repo.repo_type))
+    def list_tree():
+        with _translated(repo, commit):
+            return list(_api().list_repo_tree(repo.repo_id, "build", recursive=True, revision=commit,
+                                              repo_type=repo.repo_type))
+
+    items = with_retries(f"listing build/ of {repo}@{commit[:12]}", list_tree)
     return [
         ListingEntry(item.path, int(item.size), item.blob_id, item.lfs.sha256 if item.lfs else None)
         for item in items
@@ -218,9 +259,14 @@ def download(repo: RepoAddress, commit: str, path: str, into: BinaryIO, size: in
     headers = build_hf_headers(library_name="kernelhook")
     # None keeps huggingface_hub's own bar, which honours HF_HUB_DISABLE_PROGRESS_BARS.
     bar = None if size >= LARGE_FILE else functools.partial(tqdm, disable=True)
-    with _translated(repo, commit, url=url):
-        http_get(url, into, headers=headers, expected_size=size, displayed_filename=path.rsplit("/", 1)[-1],
-                 tqdm_class=bar)
+    def get():
+        into.seek(0)
+        into.truncate()  # a retry starts the file over
+        with _translated(repo, commit, url=url):
+            http_get(url, into, headers=headers, expected_size=size, displayed_filename=path.rsplit("/", 1)[-1],
+                     tqdm_class=bar)
+
+    with_retries(f"downloading {path}", get)
 
 
 def _checked_sha(sha: object, repo: RepoAddress) -> str:
@@ -266,10 +312,16 @@ def _translate(exc: Exception, url: str | None) -> HubError:
         return RepoMissing(_first_line(exc), url)
     if isinstance(exc, errors.OfflineModeIsEnabled):
         return HubUnavailable("offline mode is enabled", url)
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, errors.HfHubHTTPError) and status is not None and status < 500 and status != 429:
-        return HubError(f"HTTP {status}: {_first_line(exc)}", url)
-    return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url)
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(exc, errors.HfHubHTTPError) and status is not None:
+        if status < 500 and status != 429:
+            return HubError(f"HTTP {status}: {_first_line(exc)}", url)
+        retry_after = _seconds(response.headers.get("Retry-After"))
+        return HubUnavailable(f"HTTP {status}: {_first_line(exc)}", url, retryable=True, retry_after=retry_after)
+    # A refused connection will be refused again; a transfer that broke off may well succeed.
+    refused = isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
+    return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url, retryable=not refused)
 
 
 def _url_of(exc: Exception) -> str | None:

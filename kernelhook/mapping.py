@@ -66,6 +66,8 @@ class Device:
 Table = dict[str, dict[str, dict[tuple | None, dict[Mode, LayerRepository]]]]
 
 DEFAULT_MAPPING = {"RMSNorm": {"npu": LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm")}}
+# Repositories the shipped defaults name: reached implicitly, so loaded only from trusted orgs (trust.py).
+SHIPPED: set[LayerRepository] = {r for per_device in DEFAULT_MAPPING.values() for r in per_device.values()}
 
 _lock = threading.Lock()
 _base: Table = {}

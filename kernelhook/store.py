@@ -69,17 +69,27 @@ def tree_digest(files: dict[str, str]) -> str:
 
 
 def check_relative_path(path: str) -> str:
-    """A path from a Hub listing, refused unless it stays inside its folder."""
+    """A path from a Hub listing, refused unless it stays inside its folder and is a plain name."""
     pure = PurePosixPath(path)
     if (
         not path
         or "\\" in path
-        or "\0" in path
+        or any(ord(c) < 32 or ord(c) == 127 for c in path)  # NUL, newlines, escapes: no honest kernel needs them
+        or not _encodable(path)
         or pure.is_absolute()
         or any(part in ("", ".", "..") for part in path.split("/"))
     ):
-        raise CacheError(f"refusing the path {path!r} from the Hub listing: it would leave its variant folder")
+        raise CacheError(f"refusing the path {path!r} from the Hub listing: it would leave its variant folder "
+                         f"or is not a plain file name")
     return path
+
+
+def _encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")  # lone surrogates (from undecodable names) cannot be file names here
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Store:

@@ -313,3 +313,30 @@ def test_modes_that_kernelize_cannot_use(kenv):
         Mode.INFERENCE | Mode.TRAINING
     with pytest.raises(ValueError):
         kernelize(model_of(1), device="cpu", mode=Mode.FALLBACK)
+
+
+def test_implicit_kernels_come_only_from_trusted_orgs(kenv, monkeypatch):
+    untrusted = LayerRepository("acme/rms-x2", "RMSNorm", version=1)
+    monkeypatch.setattr(kernelhook.mapping, "SHIPPED", kernelhook.mapping.SHIPPED | {untrusted})
+    with use_kernel_mapping({"RMSNorm": {"npu": untrusted}}):  # as if kernelhook shipped this default
+        model = model_of(1)
+        kernelize(model, device="npu")
+        assert "not trusted" in kernelize_report(model).kept[0].reason
+        assert kenv.requests == []  # untrusted code is not even downloaded
+        monkeypatch.setenv("KERNELHOOK_TRUSTED_ORGS", "someone-else, acme")
+        kernelize(model, device="npu")
+        assert len(kernelize_report(model).bound) == 2
+    # the same repository registered by the user is the user's choice
+    with use_kernel_mapping({"RMSNorm": {"npu": "acme/rms-x3@v1:RMSNorm"}}):
+        monkeypatch.delenv("KERNELHOOK_TRUSTED_ORGS")
+        kernelize(model, device="npu")
+        assert len(kernelize_report(model).bound) == 2
+
+
+def test_trusted_orgs_from_pyproject(tmp_path, monkeypatch):
+    from kernelhook import trust
+
+    (tmp_path / "pyproject.toml").write_text('[tool.kernelhook]\ntrusted-orgs = ["my-lab"]\n')
+    monkeypatch.chdir(tmp_path)
+    assert trust.is_trusted("my-lab/rms") and trust.is_trusted("kernels-community/x")
+    assert not trust.is_trusted("stranger/x")
