@@ -5,6 +5,8 @@
     kernelhook download [REPO[@REV] ...] [--lockfile F] [--all-variants]
     kernelhook lock [--pyproject F]                resolve [tool.kernelhook.kernels] into kernelhook.lock
     kernelhook cache ls | verify [--repair] | prune [--dry-run]
+    kernelhook check DIR                           validate a kernel repo folder before publishing
+    kernelhook publish DIR --repo ORG/NAME --version N   check, then upload to the branch vN; prints the commit
 
 Every command takes --json. Exit codes: 0 ok, 1 failed, 2 bad usage. Errors
 are one line that ends with the fix.
@@ -20,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from . import cache_admin, fetch, lockfile
+from .check import check_repo
 from .errors import KernelHookError, LockfileError
 from .names import parse_repo_id
 from .resolve import Resolved, resolve
@@ -165,6 +168,31 @@ def cmd_cache_prune(args):
     return data, text, 0
 
 
+def cmd_check(args):
+    problems, results = check_repo(Path(args.dir))
+    data = {"ok": not problems, "problems": [p._asdict() for p in problems],
+            "variants": [r._asdict() for r in results]}
+    lines = [f"{r.variant}: {r.how}; layers {', '.join(r.layers) or 'none'}" for r in results]
+    lines += [str(p) for p in problems]
+    lines.append(f"{len(problems)} problem(s)" if problems else "ok: ready to publish")
+    return data, "\n".join(lines), 1 if problems else 0
+
+
+def cmd_publish(args):
+    problems, _ = check_repo(Path(args.dir))
+    if problems:
+        raise KernelHookError(f"{args.dir} fails `kernelhook check` ({problems[0]}, and {len(problems) - 1} more); "
+                              f"nothing was uploaded. Fix: run `kernelhook check {args.dir}` and mend what it lists.")
+    name = parse_repo_id(args.repo)  # validates the id
+    repo = RepoAddress(f"{name.org}/{name.repo}", args.repo_type)
+    branch = f"v{args.version}"
+    from . import hub
+
+    commit = hub.publish_folder(repo, args.dir, branch, f"Publish version {args.version} of {repo.repo_id}")
+    data = {"repo": repo.repo_id, "repo_type": repo.repo_type, "branch": branch, "commit": commit}
+    return data, commit, 0
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -217,6 +245,13 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
+    command("check", cmd_check, "validate a kernel repo folder before publishing").add_argument("dir", metavar="DIR")
+    p = command("publish", cmd_publish, "check, then upload a kernel repo folder to the branch vN")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME")
+    p.add_argument("--version", required=True, type=int, metavar="N", help="major version: the branch vN")
+    p.add_argument("--repo-type", choices=("model", "kernel"), default="model",
+                   help="the Hub repo type (default: model, as the seed's repos are)")
     command("system", cmd_system, "this machine's probe result and the variants it loads, in order")
     command("info", cmd_info, "a repo's commit, its variants and which this system loads").add_argument(
         "repo", metavar="REPO[@REV]")

@@ -336,3 +336,17 @@ def _url_of(exc: Exception) -> str | None:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def publish_folder(repo: RepoAddress, folder: str, branch: str, message: str) -> str:
+    """Upload a folder as one commit on a branch (creating repo and branch as needed); the commit sha."""
+    api = _api()
+    ignore = ["**/__pycache__/**", "**/*.pyc", ".git/**"]
+    with _translated(repo, branch):
+        api.create_repo(repo.repo_id, repo_type=repo.repo_type, exist_ok=True)
+        branches = {ref.name for ref in api.list_repo_refs(repo.repo_id, repo_type=repo.repo_type).branches}
+        if branch not in branches:
+            api.create_branch(repo.repo_id, branch=branch, repo_type=repo.repo_type, exist_ok=True)
+        info = api.upload_folder(folder_path=folder, repo_id=repo.repo_id, repo_type=repo.repo_type,
+                                 revision=branch, commit_message=message, ignore_patterns=ignore)
+    return _checked_sha(info.oid, repo)

@@ -149,24 +149,32 @@ def load_layer(repo: LayerRepository, load_kernel) -> tuple[type, ModuleType]:
 
 def validate_layer(layer: type, replaced: type, repo: LayerRepository, module: ModuleType) -> None:
     """Refuse a layer that would bring state or a forward the replaced class's callers cannot call."""
-    import torch.nn as nn
-
     where = f"layer {layer.__name__} from {_describe(repo, module)}"
-    if not issubclass(layer, nn.Module):
-        raise KernelLayerError(f"{where} is not a torch.nn.Module subclass.")
-    if layer.__init__ is not nn.Module.__init__:
-        raise KernelLayerError(f"{where} defines __init__: kernel layers must hold no state of their own.")
-    extra = set(dir(layer)) - set(dir(nn.Module)) - set(FLAGS)
-    if extra:
-        raise KernelLayerError(
-            f"{where} has members beyond forward and the flags {', '.join(FLAGS)}: {', '.join(sorted(extra))}."
-        )
-    for flag in FLAGS:
-        if not isinstance(getattr(layer, flag, True), bool):
-            raise KernelLayerError(f"{where}: {flag} must be True or False, not {getattr(layer, flag)!r}.")
+    problem = layer_problem(layer)
+    if problem:
+        raise KernelLayerError(f"{where} {problem}.")
     problem = _signature_problem(inspect.signature(layer.forward), inspect.signature(replaced.forward))
     if problem:
         raise KernelLayerError(f"{where} cannot replace {replaced.__name__}.forward: {problem}.")
+
+
+def layer_problem(layer: type) -> str | None:
+    """The first rule a layer class breaks on its own (before any class it would replace is known)."""
+    import torch.nn as nn
+
+    if not isinstance(layer, type) or not issubclass(layer, nn.Module):
+        return "is not a torch.nn.Module subclass"
+    if layer.__init__ is not nn.Module.__init__:
+        return "defines __init__: kernel layers must hold no state of their own"
+    extra = set(dir(layer)) - set(dir(nn.Module)) - set(FLAGS)
+    if extra:
+        return f"has members beyond forward and the flags {', '.join(FLAGS)}: {', '.join(sorted(extra))}"
+    for flag in FLAGS:
+        if not isinstance(getattr(layer, flag, True), bool):
+            return f"sets {flag} to {getattr(layer, flag)!r}: it must be True or False"
+    if layer.forward is nn.Module.forward:
+        return "has no forward of its own"
+    return None
 
 
 def _signature_problem(new: inspect.Signature, old: inspect.Signature) -> str | None:

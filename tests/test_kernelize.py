@@ -148,7 +148,7 @@ def test_flags_are_respected(kenv, repo, mode, words):
         ("WithState", "members beyond forward and the flags has_backward, can_torch_compile: cache"),
         ("TwoInputs", "takes 3 parameters, the original 2"),
         ("NotAModule", "is not a torch.nn.Module subclass"),
-        ("BadFlag", "has_backward must be True or False"),
+        ("BadFlag", "has_backward to 'yes': it must be True or False"),
     ],
 )
 def test_layers_that_break_a_rule_are_refused_with_the_rule(kenv, layer, rule):

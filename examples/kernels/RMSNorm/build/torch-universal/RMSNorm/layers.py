@@ -11,5 +11,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, epsilon: float) -> torch.Ten
 class RMSNorm(nn.Module):
     """Forward for modules that hold `weight` and `variance_epsilon` (transformers' *RMSNorm)."""
 
+    has_backward = True  # plain torch operations: autograd differentiates them
+    can_torch_compile = True
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return rms_norm(hidden_states, self.weight, self.variance_epsilon)
