@@ -7,21 +7,23 @@ import shutil
 import pytest
 import torch
 
+import kernelhook
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("triton") is None,
                                 reason="needs a CUDA GPU and triton")
 
 
 def test_triton_build_matches_eager(kenv):
-    kenv_system = __import__("kernelhook").set_system(None)  # the real probe: this machine's CUDA build
+    injected = kernelhook.set_system(None)  # the real probe: this machine's CUDA build
     try:
         module = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
-        assert __import__("kernelhook").origin(module).variant == "torch-cuda"
+        assert kernelhook.origin(module).variant == "torch-cuda"
         x = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
         weight = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
         expected = weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
         torch.testing.assert_close(module.rms_norm(x, weight, 1e-6), expected, rtol=2e-2, atol=2e-2)
     finally:
-        __import__("kernelhook").set_system(kenv_system)
+        kernelhook.set_system(injected)
 
 
 def test_benchmark_script_runs(tmp_path):
