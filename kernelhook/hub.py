@@ -23,6 +23,16 @@ import time
 from typing import BinaryIO, NamedTuple
 from urllib.parse import quote
 
+from .hub_errors import (  # noqa: F401  (re-exported: callers catch hub.HubError and its kin)
+    EntryMissing,
+    HubError,
+    HubUnavailable,
+    RepoMissing,
+    RevisionMissing,
+    error_for_status,
+    offline,
+    translated,
+)
 from .store import RepoAddress
 
 logger = logging.getLogger("kernelhook")
@@ -30,39 +40,6 @@ logger = logging.getLogger("kernelhook")
 REPO_TYPES = ("kernel", "model")  # kernel repos are the Hub's own type for kernels; try them first
 LARGE_FILE = 8 * 1024 * 1024  # files at least this big get a progress bar
 _SHA = re.compile(r"[0-9a-f]{40}")
-
-
-class HubError(Exception):
-    """Base of the Hub's answers, before resolve.py turns them into user-facing errors."""
-
-    def __init__(self, message: str, url: str | None = None):
-        super().__init__(message)
-        self.url = url
-
-
-class RepoMissing(HubError):
-    pass
-
-
-class RevisionMissing(HubError):
-    pass
-
-
-class EntryMissing(HubError):
-    pass
-
-
-class HubUnavailable(HubError):
-    """Offline mode, a connection failure, a timeout or a server error: a cached answer may do.
-
-    retryable: the Hub answered with a server error, or a transfer broke off; worth another try.
-    A refused connection or offline mode is not: retrying would only delay the cached answer.
-    """
-
-    def __init__(self, message: str, url: str | None = None, *, retryable: bool = False,
-                 retry_after: float | None = None):
-        super().__init__(message, url)
-        self.retryable, self.retry_after = retryable, retry_after
 
 
 RETRIES = int(os.environ.get("KERNELHOOK_RETRIES", "3"))  # tries after the first, for retryable failures
@@ -83,12 +60,6 @@ def with_retries(what: str, call):
                            RETRIES + 1, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
-
-
-def offline() -> bool:
-    """HF_HUB_OFFLINE as huggingface_hub reads it, without importing it."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-    return value is not None and value.upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def endpoint() -> str:
@@ -145,7 +116,7 @@ def _get_json(repo: RepoAddress, path: str):
     huggingface_hub's own session; an HTTP answer, error or not, is final.
     """
     url = f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}"
-    with _translated(repo, None, url=url):  # offline is checked before anything is imported
+    with translated(repo, None, url=url):  # offline is checked before anything is imported
         try:
             return _get_json_plain(url)
         except _NoAnswer as exc:
@@ -172,34 +143,12 @@ def _get_json_plain(url: str):
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
             return json.load(response)
     except urllib.error.HTTPError as exc:
-        raise _error_for_status(exc.code, exc.headers, url) from exc
+        raise error_for_status(exc.code, exc.headers, url) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise _NoAnswer(str(getattr(exc, "reason", exc))) from exc
 
 
 _TIMEOUT_S = 10  # huggingface_hub's own default for metadata requests
-
-
-def _error_for_status(status: int, headers, url: str) -> HubError:
-    """The Hub's error answers, read as huggingface_hub's hf_raise_for_status reads them."""
-    code = headers.get("X-Error-Code")
-    message = headers.get("X-Error-Message") or f"HTTP {status}"
-    if code == "RevisionNotFound":
-        return RevisionMissing(message, url)
-    if code == "EntryNotFound":
-        return EntryMissing(message, url)
-    if code in ("RepoNotFound", "GatedRepo") or status == 401:
-        return RepoMissing(f"{message} (a private or gated repo needs HF_TOKEN)", url)
-    if status >= 500 or status == 429:
-        return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")))
-    return HubError(message, url)
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    try:
-        return max(0.0, float(retry_after)) if retry_after is not None else None
-    except ValueError:  # an HTTP date: not worth parsing, the backoff will do
-        return None
 
 
 def _headers() -> dict[str, str]:
@@ -237,7 +186,7 @@ def list_build(repo: RepoAddress, commit: str) -> list[ListingEntry]:
     from huggingface_hub.hf_api import RepoFile
 
     def list_tree():
-        with _translated(repo, commit):
+        with translated(repo, commit):
             return list(_api().list_repo_tree(repo.repo_id, "build", recursive=True, revision=commit,
                                               repo_type=repo.repo_type))
 
@@ -262,7 +211,7 @@ def download(repo: RepoAddress, commit: str, path: str, into: BinaryIO, size: in
     def get():
         into.seek(0)
         into.truncate()  # a retry starts the file over
-        with _translated(repo, commit, url=url):
+        with translated(repo, commit, url=url):
             http_get(url, into, headers=headers, expected_size=size, displayed_filename=path.rsplit("/", 1)[-1],
                      tqdm_class=bar)
 
@@ -275,74 +224,11 @@ def _checked_sha(sha: object, repo: RepoAddress) -> str:
     return sha
 
 
-class _translated:
-    """Turn huggingface_hub's and the transport's exceptions into the HubError family."""
-
-    def __init__(self, repo: RepoAddress, revision: str | None, url: str | None = None):
-        self.repo, self.revision, self.url = repo, revision, url
-
-    def __enter__(self):
-        if offline():
-            raise HubUnavailable("HF_HUB_OFFLINE is set", self.url)
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc is None or isinstance(exc, HubError) or not _is_transport_or_hub_error(exc):
-            return False  # a bug stays a bug: it is not reported as a Hub outage
-        raise _translate(exc, self.url) from exc
-
-
-def _is_transport_or_hub_error(exc: BaseException) -> bool:
-    module = type(exc).__module__
-    return (
-        isinstance(exc, (OSError, ValueError))  # connection and timeout errors; JSON that does not parse
-        or module.startswith(("huggingface_hub", "httpx", "httpcore", "requests", "urllib3"))
-    )
-
-
-def _translate(exc: Exception, url: str | None) -> HubError:
-    from huggingface_hub import errors
-
-    url = url or _url_of(exc)
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return RevisionMissing(_first_line(exc), url)
-    if isinstance(exc, errors.EntryNotFoundError):
-        return EntryMissing(_first_line(exc), url)
-    if isinstance(exc, errors.RepositoryNotFoundError):  # GatedRepoError included
-        return RepoMissing(_first_line(exc), url)
-    if isinstance(exc, errors.OfflineModeIsEnabled):
-        return HubUnavailable("offline mode is enabled", url)
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    if isinstance(exc, errors.HfHubHTTPError) and status is not None:
-        if status < 500 and status != 429:
-            return HubError(f"HTTP {status}: {_first_line(exc)}", url)
-        retry_after = _seconds(response.headers.get("Retry-After"))
-        return HubUnavailable(f"HTTP {status}: {_first_line(exc)}", url, retryable=True, retry_after=retry_after)
-    # A refused connection will be refused again; a transfer that broke off may well succeed.
-    refused = isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
-    return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url, retryable=not refused)
-
-
-def _url_of(exc: Exception) -> str | None:
-    for holder in (exc, getattr(exc, "response", None)):
-        try:
-            return str(holder.request.url)
-        except Exception:  # httpx raises RuntimeError on .request when there is none
-            continue
-    return None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def publish_folder(repo: RepoAddress, folder: str, branch: str, message: str) -> str:
     """Upload a folder as one commit on a branch (creating repo and branch as needed); the commit sha."""
     api = _api()
     ignore = ["**/__pycache__/**", "**/*.pyc", ".git/**"]
-    with _translated(repo, branch):
+    with translated(repo, branch):
         api.create_repo(repo.repo_id, repo_type=repo.repo_type, exist_ok=True)
         branches = {ref.name for ref in api.list_repo_refs(repo.repo_id, repo_type=repo.repo_type).branches}
         if branch not in branches:

@@ -1,0 +1,134 @@
+"""The Hub's failures, as the rest of kernelhook sees them, and the translation into them.
+
+huggingface_hub raises its own errors (and its transport, httpx's); the plain
+requests of the warm path see raw HTTP statuses. Both become one small family,
+which says whether a cached answer may stand in and whether a retry may help.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class HubError(Exception):
+    """Base of the Hub's answers, before resolve.py turns them into user-facing errors."""
+
+    def __init__(self, message: str, url: str | None = None):
+        super().__init__(message)
+        self.url = url
+
+
+class RepoMissing(HubError):
+    pass
+
+
+class RevisionMissing(HubError):
+    pass
+
+
+class EntryMissing(HubError):
+    pass
+
+
+class HubUnavailable(HubError):
+    """Offline mode, a connection failure, a timeout or a server error: a cached answer may do.
+
+    retryable: the Hub answered with a server error, or a transfer broke off; worth another try.
+    A refused connection or offline mode is not: retrying would only delay the cached answer.
+    """
+
+    def __init__(self, message: str, url: str | None = None, *, retryable: bool = False,
+                 retry_after: float | None = None):
+        super().__init__(message, url)
+        self.retryable, self.retry_after = retryable, retry_after
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, without importing it."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return value is not None and value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def error_for_status(status: int, headers, url: str) -> HubError:
+    """The Hub's error answers, read as huggingface_hub's hf_raise_for_status reads them."""
+    code = headers.get("X-Error-Code")
+    message = headers.get("X-Error-Message") or f"HTTP {status}"
+    if code == "RevisionNotFound":
+        return RevisionMissing(message, url)
+    if code == "EntryNotFound":
+        return EntryMissing(message, url)
+    if code in ("RepoNotFound", "GatedRepo") or status == 401:
+        return RepoMissing(f"{message} (a private or gated repo needs HF_TOKEN)", url)
+    if status >= 500 or status == 429:
+        return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")))
+    return HubError(message, url)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    try:
+        return max(0.0, float(retry_after)) if retry_after is not None else None
+    except ValueError:  # an HTTP date: not worth parsing, the backoff will do
+        return None
+
+
+class translated:
+    """Turn huggingface_hub's and the transport's exceptions into the HubError family."""
+
+    def __init__(self, repo: RepoAddress, revision: str | None, url: str | None = None):
+        self.repo, self.revision, self.url = repo, revision, url
+
+    def __enter__(self):
+        if offline():
+            raise HubUnavailable("HF_HUB_OFFLINE is set", self.url)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, HubError) or not _is_transport_or_hub_error(exc):
+            return False  # a bug stays a bug: it is not reported as a Hub outage
+        raise _translate(exc, self.url) from exc
+
+
+def _is_transport_or_hub_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return (
+        isinstance(exc, (OSError, ValueError))  # connection and timeout errors; JSON that does not parse
+        or module.startswith(("huggingface_hub", "httpx", "httpcore", "requests", "urllib3"))
+    )
+
+
+def _translate(exc: Exception, url: str | None) -> HubError:
+    from huggingface_hub import errors
+
+    url = url or _url_of(exc)
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return RevisionMissing(_first_line(exc), url)
+    if isinstance(exc, errors.EntryNotFoundError):
+        return EntryMissing(_first_line(exc), url)
+    if isinstance(exc, errors.RepositoryNotFoundError):  # GatedRepoError included
+        return RepoMissing(_first_line(exc), url)
+    if isinstance(exc, errors.OfflineModeIsEnabled):
+        return HubUnavailable("offline mode is enabled", url)
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(exc, errors.HfHubHTTPError) and status is not None:
+        if status < 500 and status != 429:
+            return HubError(f"HTTP {status}: {_first_line(exc)}", url)
+        retry_after = _seconds(response.headers.get("Retry-After"))
+        return HubUnavailable(f"HTTP {status}: {_first_line(exc)}", url, retryable=True, retry_after=retry_after)
+    # A refused connection will be refused again; a transfer that broke off may well succeed.
+    refused = isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
+    return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url, retryable=not refused)
+
+
+def _url_of(exc: Exception) -> str | None:
+    for holder in (exc, getattr(exc, "response", None)):
+        try:
+            return str(holder.request.url)
+        except Exception:  # httpx raises RuntimeError on .request when there is none
+            continue
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
