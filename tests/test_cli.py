@@ -85,6 +85,11 @@ def test_verify_in_both_forms(env, system):
         (("cache",), 2, "the following arguments are required"),
         (("cache", "prune", "--grace", "soon"), 2, "invalid float value"),
         (("lock", "--pyproject", "/nonexistent/pyproject.toml"), 1, "cannot read it as TOML"),
+        (("lock",), 1, "no pyproject.toml here or above"),
+        (("system", "extra"), 2, "unrecognized arguments"),
+        (("cache", "ls", "extra"), 2, "unrecognized arguments"),
+        (("cache", "verify", "--fix"), 2, "unrecognized arguments"),
+        (("cache", "prune", "--lockfile", "/nonexistent.lock"), 1, "not a kernelhook lockfile"),
     ],
 )
 def test_bad_usage_and_failures_exit_with_meaningful_codes_and_one_line(env, system, tmp_path, monkeypatch,
@@ -94,6 +99,18 @@ def test_bad_usage_and_failures_exit_with_meaningful_codes_and_one_line(env, sys
     assert got == code and words in err
     if code == 1:
         assert err.count("\n") == 1 and err.startswith("kernelhook: error: ")  # one line
+
+
+def test_lock_in_both_forms(env, system, hub, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(f'[tool.kernelhook.kernels]\n"{SEED}" = "v1"\n')
+    monkeypatch.chdir(tmp_path)
+    code, text, _ = run("lock")
+    assert code == 0 and text.splitlines() == [f"wrote {tmp_path / 'kernelhook.lock'}",
+                                               f"  {SEED} v1 -> {hub.shas['seed_v1']} (4 variants)"]
+    data = json.loads(run("lock", "--json")[1])
+    assert data["kernels"] == [{"repo": SEED, "revision": "v1", "commit": hub.shas["seed_v1"], "variants": sorted(
+        ["torch-universal", "torch27-cxx11-cann82-aarch64-linux", "torch27-cxx11-cu126-x86_64-linux",
+         "torch28-cxx11-rocm64-x86_64-linux"])}]
 
 
 def test_lock_without_a_kernels_table_says_what_to_add(env, tmp_path, monkeypatch):
