@@ -1,7 +1,7 @@
 """kernelhook's main job, end to end, with no internet.
 
-1. Serves the kernel repos under examples/kernels/ from a Hub-compatible server on
-   127.0.0.1 (real git history: the RMSNorm repo gets a v1 branch and main).
+1. Publishes the kernel repo under examples/kernels/ with `kernelhook publish` to a
+   Hub-compatible server on 127.0.0.1 (real git history: the branch v1).
 2. Imports `kernels_hub.kernels_ext_npu.RMSNorm` through the import hook.
 3. Prints what it loaded: repo, commit, build variant, module name, cache folder,
    and checks the kernel against plain PyTorch.
@@ -26,11 +26,19 @@ HERE = Path(__file__).resolve().parent
 REPO_ID = "kernels-ext-npu/RMSNorm"
 
 
-def publish(hub) -> str:
-    hub.create_repo(REPO_ID)
-    commit = hub.commit_dir(REPO_ID, HERE / "kernels" / "RMSNorm", branch="v1", message="RMSNorm v1")
-    hub.set_branch(REPO_ID, "main", commit)
-    return commit
+def publish() -> str:
+    """`kernelhook publish`, as a kernel author runs it: check, then upload to the branch v1."""
+    import contextlib
+    import io
+
+    from kernelhook.cli import main as kernelhook_cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = kernelhook_cli(["publish", str(HERE / "kernels" / "RMSNorm"), "--repo", REPO_ID, "--version", "1"])
+    if code != 0:
+        raise SystemExit("kernelhook publish failed")
+    return out.getvalue().strip()
 
 
 def main() -> int:
@@ -43,9 +51,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kernelhook-demo-") as work:
         cache = args.cache or os.path.join(work, "cache")
         with LocalHub(os.path.join(work, "hub")) as hub:
-            commit = publish(hub)
             os.environ.update(HF_ENDPOINT=hub.url, KERNELHOOK_CACHE=cache, HF_HOME=os.path.join(work, "hf-home"))
-            print(f"Local Hub at {hub.url} serves {REPO_ID} (branches v1, main at {commit[:12]})")
+            commit = publish()
+            print(f"kernelhook publish examples/kernels/RMSNorm --repo {REPO_ID} --version 1\n"
+                  f"  -> local Hub at {hub.url}, branch v1 at {commit}")
 
             hub.clear_requests()
             import kernels_hub.kernels_ext_npu.RMSNorm  # noqa: F401  (the import hook at work)
