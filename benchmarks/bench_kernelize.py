@@ -93,9 +93,10 @@ def register(tool):
             repo, layer_name="RMSNorm", trust_remote_code=True, **PIN)}})
 
 
-def kernelize(tool, model):
+def kernelize_function(tool):
+    # from <tool> import kernelize, Mode: what model code does at import time (kernelhook loads it lazily)
     tool_module = sys.modules[tool]
-    tool_module.kernelize(model, device="cpu", mode=tool_module.Mode.INFERENCE)
+    return tool_module.kernelize, tool_module.Mode.INFERENCE
 
 
 def from_hub(module, tool):  # forward is an instance attribute whose function the tool loaded from its cache
@@ -118,8 +119,9 @@ t1 = time.perf_counter()
 mark(tool)  # between the timers: a model's classes are decorated when its code is imported, not here
 t2 = time.perf_counter()
 register(tool)
+kernelize, inference = kernelize_function(tool)
 t3 = time.perf_counter()
-kernelize(tool, model)
+kernelize(model, device="cpu", mode=inference)
 t4 = time.perf_counter()
 out = {"ok": True, "import_s": t1 - t0, "register_s": t3 - t2, "kernelize_s": t4 - t3,
        "bound": sum(from_hub(m, tool) for m in model)}
@@ -149,7 +151,8 @@ for tool in tools:
     importlib.import_module(tool), mark(tool), register(tool)
     module = RMSNorm()
     module.weight = like.weight
-    kernelize(tool, module)
+    kernelize, inference = kernelize_function(tool)
+    kernelize(module, device="cpu", mode=inference)
     assert from_hub(module, tool), f"{tool} did not bind the Hub layer"
     setups[tool] = module
 

@@ -19,6 +19,7 @@ from types import MethodType, ModuleType
 from typing import NamedTuple
 
 from . import mapping, trust
+from .api import load_kernel  # the loader's data path: imported with kernelize, not inside its first call
 from .errors import KernelImportError, KernelizeError, KernelLayerError
 from .known_layers import layer_name_of
 from .layers import FLAGS, MODE_PRIORITY, LayerRepository, Mode, load_layer, validate_layer
@@ -121,8 +122,6 @@ def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -
         reason = (f"{selection.repo} comes from kernelhook's default mapping and its org is not trusted; "
                   f"add it to KERNELHOOK_TRUSTED_ORGS, or register the mapping yourself")
         return _keep(plan, reason, use_fallback, logging.WARNING)
-    from .api import load_kernel
-
     try:
         plan.layer, plan.kernel = load_layer(selection.repo, load_kernel)
     except (KernelImportError, KernelLayerError) as exc:
