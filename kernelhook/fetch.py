@@ -24,7 +24,7 @@ from .errors import (
     RevisionNotFoundError,
 )
 from .resolve import Resolved
-from .store import Store, check_relative_path
+from .store import Store, cache_error, check_relative_path
 from .system import SystemInfo
 from .variants import candidate_patterns, choose_variant, parse_variant, rank_variants
 
@@ -167,6 +167,9 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
         except hub.HubError as exc:
             temp.unlink(missing_ok=True)
             raise DownloadError(f"{repo}@{commit[:12]}: could not download {entry.path} from {exc.url}: {exc}") from exc
+        except OSError as exc:  # this machine's disk (full, read-only, no permission), not the Hub
+            temp.unlink(missing_ok=True)
+            raise cache_error("write", temp, exc) from exc
         except BaseException:
             temp.unlink(missing_ok=True)
             raise

@@ -106,16 +106,22 @@ def list_refs(repo: RepoAddress) -> Refs:
 
 
 def _get_json(repo: RepoAddress, path: str):
-    """GET /api/{type}s/{repo}/{path}: a warm branch, tag or unpinned import's only request.
+    """GET /api/{type}s/{repo}/{path}: a warm branch, tag or unpinned import's only request."""
+    data, _ = _request_json(f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}", repo)
+    return data
+
+
+def _request_json(url: str, repo: RepoAddress):
+    """(JSON answer, URL of the next page or None), bounded by HF_HUB_ETAG_TIMEOUT.
 
     It goes out over plain HTTP first: huggingface_hub's session costs ~130 ms to
     create (httpx, anyio) and HfApi ~170 ms to import, ten times the rest of a warm
     load. The headers are the ones huggingface_hub would send (see _headers). If
-    that request gets no HTTP answer at all (a proxy, CA bundle or transport only
+    that request cannot connect at all (a proxy, CA bundle or transport only
     huggingface_hub's client is set up for), it is sent again through
-    huggingface_hub's own session; an HTTP answer, error or not, is final.
+    huggingface_hub's own session; an HTTP answer, error or not, is final, and so
+    is a timeout (the Hub is there, but slow: with_retries decides).
     """
-    url = f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}"
     with translated(repo, None, url=url):  # offline is checked before anything is imported
         try:
             return _get_json_plain(url)
@@ -123,13 +129,13 @@ def _get_json(repo: RepoAddress, path: str):
             logger.debug("no answer over plain HTTP from %s (%s); asking through huggingface_hub", url, exc)
         from huggingface_hub.utils._http import get_session, hf_raise_for_status
 
-        response = get_session().get(url, headers=_headers())
+        response = get_session().get(url, headers=_headers(), timeout=_timeout())
         hf_raise_for_status(response)
-        return response.json()
+        return response.json(), _next_page(response.headers.get("Link"))
 
 
 class _NoAnswer(Exception):
-    """The plain request got no HTTP response at all."""
+    """The plain request could not connect at all."""
 
 
 def _get_json_plain(url: str):
@@ -140,15 +146,29 @@ def _get_json_plain(url: str):
 
     request = urllib.request.Request(url, headers={**_headers(), "accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            return json.load(response)
+        with urllib.request.urlopen(request, timeout=_timeout()) as response:
+            return json.load(response), _next_page(response.headers.get("Link"))
     except urllib.error.HTTPError as exc:
         raise error_for_status(exc.code, exc.headers, url) from exc
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise _NoAnswer(str(getattr(exc, "reason", exc))) from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or isinstance(exc, (TimeoutError, http.client.HTTPException, ValueError)):
+            raise HubUnavailable(f"{type(reason).__name__}: {reason} (after {_timeout():g} s at most)", url,
+                                 retryable=True) from exc
+        raise _NoAnswer(str(reason)) from exc
 
 
-_TIMEOUT_S = 10  # huggingface_hub's own default for metadata requests
+def _timeout() -> float:
+    """huggingface_hub's own bound for metadata requests (HF_HUB_ETAG_TIMEOUT, default 10 s)."""
+    try:
+        return float(os.environ.get("HF_HUB_ETAG_TIMEOUT", "10"))
+    except ValueError:
+        return 10.0
+
+
+def _next_page(link: str | None) -> str | None:
+    match = re.search(r'<([^>]+)>\s*;\s*rel="next"', link or "")
+    return match.group(1) if match else None
 
 
 def _headers() -> dict[str, str]:
@@ -182,20 +202,36 @@ def _api():
 
 
 def list_build(repo: RepoAddress, commit: str) -> list[ListingEntry]:
-    """Every file under build/ at a commit (one request per page of 1000 entries)."""
-    from huggingface_hub.hf_api import RepoFile
+    """Every file under build/ at a commit, one request per page (the Hub pages at 1000 entries)."""
+    url = f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/tree/{commit}/build?recursive=true"
+    items = []
+    for _ in range(_MAX_PAGES):
+        page, url = with_retries(f"listing build/ of {repo}@{commit[:12]}", lambda u=url: _request_json(u, repo))
+        if not isinstance(page, list):
+            raise HubUnavailable(f"the Hub's listing of build/ in {repo}@{commit[:12]} is not a list", url)
+        items.extend(page)
+        if url is None:
+            break
+    return [_listing_entry(item, repo) for item in items if isinstance(item, dict) and item.get("type") == "file"]
 
-    def list_tree():
-        with translated(repo, commit):
-            return list(_api().list_repo_tree(repo.repo_id, "build", recursive=True, revision=commit,
-                                              repo_type=repo.repo_type))
 
-    items = with_retries(f"listing build/ of {repo}@{commit[:12]}", list_tree)
-    return [
-        ListingEntry(item.path, int(item.size), item.blob_id, item.lfs.sha256 if item.lfs else None)
-        for item in items
-        if isinstance(item, RepoFile)
-    ]
+_MAX_PAGES = 1000
+_OID = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _listing_entry(item: dict, repo: RepoAddress) -> ListingEntry:
+    """One listed file, refused unless every field is what the Hub sends: hashes become file names."""
+    path, size, oid, lfs = item.get("path"), item.get("size"), item.get("oid"), item.get("lfs")
+    sha256 = lfs.get("oid") if isinstance(lfs, dict) else None
+    if (
+        not isinstance(path, str)
+        or not isinstance(size, int) or isinstance(size, bool) or size < 0
+        or not isinstance(oid, str) or not _OID.fullmatch(oid)
+        or (lfs is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)))
+    ):
+        raise HubUnavailable(f"the Hub's listing for {repo} has a malformed entry: {str(item)[:200]}")
+    return ListingEntry(path, size, oid, sha256)
 
 
 def download(repo: RepoAddress, commit: str, path: str, into: BinaryIO, size: int) -> None:

@@ -7,6 +7,7 @@ which says whether a cached answer may stand in and whether a retry may help.
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -88,7 +89,13 @@ class translated:
         raise _translate(exc, self.url) from exc
 
 
+# Failures of this machine's own disk while a download is written: not the Hub's, never retried.
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 def _is_transport_or_hub_error(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+        return False
     module = type(exc).__module__
     return (
         isinstance(exc, (OSError, ValueError))  # connection and timeout errors; JSON that does not parse

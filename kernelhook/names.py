@@ -92,6 +92,8 @@ def parse_module_name(fullname: str) -> ModuleName | None:
             f"kernelhook.get_kernel('{org}/{repo}', revision=...)."
         )
     kernel = KernelName(org, repo, _check_revision(revision or None, fullname), typed=fullname)
+    if not all(part.isidentifier() for part in parts[3:]):
+        raise InvalidKernelName(f"{fullname!r}: submodules below a kernel are Python identifiers, e.g. .layers")
     submodule = ".".join(parts[3:]) or None
     return ModuleName(org=org, kernel=kernel, kernel_module=".".join(parts[:3]), submodule=submodule)
 

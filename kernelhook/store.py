@@ -212,7 +212,7 @@ class Store:
                 _unlink_quietly(tmp)
                 raise
         except OSError as exc:
-            raise _cache_error("write", target, exc) from exc
+            raise cache_error("write", target, exc) from exc
 
     def temp_file(self):
         """A new file under tmp/ (same filesystem as objects/, so a rename is atomic)."""
@@ -221,7 +221,7 @@ class Store:
             tmp.mkdir(parents=True, exist_ok=True)
             fd, path = tempfile.mkstemp(dir=tmp, prefix="download-")
         except OSError as exc:
-            raise _cache_error("create a file in", tmp, exc) from exc
+            raise cache_error("create a file in", tmp, exc) from exc
         return os.fdopen(fd, "w+b"), Path(path)
 
     def add_object(self, temp_path: Path, sha256: str) -> Path:
@@ -233,7 +233,7 @@ class Store:
             os.replace(temp_path, target)  # same content either way: a concurrent writer is harmless
         except OSError as exc:
             _unlink_quietly(temp_path)
-            raise _cache_error("store", target, exc) from exc
+            raise cache_error("store", target, exc) from exc
         return target
 
     def remember_git_blob(self, oid: str, sha256: str) -> None:
@@ -260,7 +260,7 @@ class Store:
                 if not (exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and final.is_dir()):
                     raise  # another process renaming the same digest first is success
         except OSError as exc:
-            raise _cache_error("build the tree", final, exc) from exc
+            raise cache_error("build the tree", final, exc) from exc
         return digest, final
 
     def _mkdir(self, relative: str) -> Path:
@@ -319,7 +319,7 @@ def _unlink_quietly(path) -> None:
         os.unlink(path)
 
 
-def _cache_error(action: str, path: Path, exc: OSError) -> CacheError:
+def cache_error(action: str, path: Path, exc: OSError) -> CacheError:
     fix = {
         errno.ENOSPC: "free disk space or point KERNELHOOK_CACHE at a larger disk",
         errno.EACCES: "make the cache writable or point KERNELHOOK_CACHE at a writable folder",
