@@ -244,14 +244,32 @@ def download(repo: RepoAddress, commit: str, path: str, into: BinaryIO, size: in
     headers = build_hf_headers(library_name="kernelhook")
     # None keeps huggingface_hub's own bar, which honours HF_HUB_DISABLE_PROGRESS_BARS.
     bar = None if size >= LARGE_FILE else functools.partial(tqdm, disable=True)
+    capped = _Capped(into, size, url)
+
     def get():
         into.seek(0)
         into.truncate()  # a retry starts the file over
         with translated(repo, commit, url=url):
-            http_get(url, into, headers=headers, expected_size=size, displayed_filename=path.rsplit("/", 1)[-1],
+            http_get(url, capped, headers=headers, expected_size=size, displayed_filename=path.rsplit("/", 1)[-1],
                      tqdm_class=bar)
 
     with_retries(f"downloading {path}", get)
+
+
+class _Capped:
+    """The download's file, refusing bytes beyond the listed size: a server that sends more
+    (broken, or hostile) must not fill the disk before the size check at the end."""
+
+    def __init__(self, into: BinaryIO, size: int, url: str):
+        self.into, self.size, self.url = into, size, url
+
+    def write(self, data: bytes) -> int:
+        if self.into.tell() + len(data) > self.size:
+            raise HubUnavailable(f"the server sent more than the {self.size} bytes listed", self.url)
+        return self.into.write(data)
+
+    def __getattr__(self, name):  # seek, tell, truncate, flush: the file's own
+        return getattr(self.into, name)
 
 
 def _checked_sha(sha: object, repo: RepoAddress) -> str:
