@@ -112,7 +112,7 @@ def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
         ) from exc
     except hub.HubError as exc:
         raise HubUnreachableError(
-            f"{resolved.repo} at commit {resolved.commit}: could not list build/ ({exc}) and it is not cached. "
+            f"{resolved.repo} at commit {resolved.commit}: could not list build/ ({hub.explain(exc)}) and it is not cached. "
             f"Fix: retry online, or check HF_ENDPOINT / HF_HUB_OFFLINE."
         ) from exc
     if not listing:

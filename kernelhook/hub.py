@@ -30,6 +30,7 @@ from .hub_errors import (  # noqa: F401  (re-exported: callers catch hub.HubErro
     RepoMissing,
     RevisionMissing,
     error_for_status,
+    explain,
     offline,
     translated,
 )

@@ -19,6 +19,12 @@ class HubError(Exception):
         self.url = url
 
 
+def explain(exc: BaseException) -> str:
+    """The cause with the URL it came from, for messages that should name both."""
+    url = getattr(exc, "url", None)
+    return f"{exc}, from {url}" if url and url not in str(exc) else str(exc)
+
+
 class RepoMissing(HubError):
     pass
 

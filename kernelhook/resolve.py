@@ -160,7 +160,7 @@ def _resolve_from_cache(name: KernelName, repo: RepoAddress, store: Store, cause
         asked = "unpinned" if name.revision is None else f"revision {name.revision!r}"
         raise HubUnreachableError(
             f"{name.typed}: could not ask the Hub at {hub.endpoint()} to resolve {asked} of {repo} "
-            f"({cause}), and it was never resolved on this machine. Fix: import it once online, pin a "
+            f"({hub.explain(cause)}), and it was never resolved on this machine. Fix: import it once online, pin a "
             f"commit that is cached, or check HF_ENDPOINT / HF_HUB_OFFLINE."
         ) from cause
     age = _age(last.get("resolved_at"))
@@ -184,7 +184,7 @@ def _discover(name: KernelName, store: Store) -> Resolved:
                 continue
             except hub.HubError as exc:
                 raise HubUnreachableError(
-                    f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({exc}) to find which repo the "
+                    f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({hub.explain(exc)}) to find which repo the "
                     f"name means, and it was never imported on this machine. Fix: import it once online "
                     f"(then it also works offline), or check HF_ENDPOINT / HF_HUB_OFFLINE."
                 ) from exc

@@ -455,6 +455,7 @@ def test_a_hub_that_keeps_failing_is_tried_1_plus_retries_times_then_named_in_th
         importlib.import_module("kernels_hub.acme.rel_down")
     message = str(info.value)
     assert faults.url in message and "500" in message and "Fix:" in message
+    assert f"{faults.url}{r.refs}" in message  # the very URL that failed, not only the endpoint
     assert _seen(faults, r.refs) == [(500, True)] * (1 + kernelhook.hub.RETRIES)
     assert len(hub_sleeps) == kernelhook.hub.RETRIES
     assert _kernel_modules() - before == set()
