@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import RepoAddress
 
 
 class HubError(Exception):

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import kernelhook
 from kernelhook.cli import main as cli
 from kernelhook.testing import LocalHub
 
-from .conftest import ASCEND, child_env, run_python
+from .conftest import ASCEND, child_env
 from .repos import new_layout
 
 REPO = "acme/locked"
