@@ -4,12 +4,14 @@ huggingface_hub is imported on first use, never at import time, so that a
 warm, commit-pinned import never loads it. Endpoint, token and offline mode
 follow its environment variables (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
 
-Calls made, and nothing else (the first two over plain HTTP with huggingface_hub's
-headers, because they are the warm path's only requests; see _get_json):
-  * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a revision to a commit
-  * ``GET /api/{type}s/{repo}/refs``             branches and tags (unpinned imports)
-  * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive
+Calls made, and nothing else (the API calls over plain HTTP with huggingface_hub's
+headers and timeout, its session as fallback: see _request_json; files and
+publishing through huggingface_hub itself):
+  * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a (short) commit sha
+  * ``GET /api/{type}s/{repo}/refs``             branches and tags: named and unpinned revisions
+  * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive, page by page
   * ``GET /[kernels/]{repo}/resolve/{sha}/{path}``  one request per file
+  * ``kernelhook publish``: create repo and branch, upload a folder
 """
 
 from __future__ import annotations
