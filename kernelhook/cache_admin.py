@@ -10,16 +10,13 @@ download in progress.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .lockfile import file_digest
 from .store import RepoAddress, Store, tree_digest
-
-_CHUNK = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class CachedVariant:
@@ -159,8 +156,4 @@ def _size(tree: Path) -> int:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")

@@ -213,10 +213,10 @@ def _lock_for(path: str | None, required: bool):
 
 
 def _nearest_pyproject() -> Path:
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder / "pyproject.toml"
-    raise LockfileError("no pyproject.toml here or above. Fix: run in your project, or pass --pyproject.")
+    found = lockfile.nearest("pyproject.toml")
+    if found is None:
+        raise LockfileError("no pyproject.toml here or above. Fix: run in your project, or pass --pyproject.")
+    return found
 
 
 def _write_atomically(target: Path, text: str) -> None:

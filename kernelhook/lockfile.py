@@ -55,7 +55,7 @@ class Lock(NamedTuple):
 def lock_in_effect() -> Lock | None:
     """The lockfile named by KERNELHOOK_LOCKFILE, else the nearest one above the working directory."""
     named = os.environ.get("KERNELHOOK_LOCKFILE")
-    path = Path(named).expanduser() if named else _nearest(Path.cwd())
+    path = Path(named).expanduser() if named else nearest(LOCK_NAME)
     if path is None:
         return None
     if not path.is_file():
@@ -63,12 +63,26 @@ def lock_in_effect() -> Lock | None:
     return _read_cached(path.resolve())
 
 
-def _nearest(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / LOCK_NAME
+def nearest(file_name: str) -> Path | None:
+    """The file of that name in the working directory or the closest folder above it."""
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        candidate = folder / file_name
         if candidate.is_file():
             return candidate
     return None
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file as a dict (tomllib, or tomli on Python 3.10); LockfileError when it cannot be read."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LockfileError(f"{path}: cannot read it as TOML ({exc}).") from exc
 
 
 _cache_lock = threading.Lock()
@@ -101,15 +115,7 @@ def read_lock(path: Path) -> Lock:
 
 def read_requirements(pyproject: Path) -> dict[str, str]:
     """``[tool.kernelhook.kernels]`` of a pyproject.toml: {repo id: revision}."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        data = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LockfileError(f"{pyproject}: cannot read it as TOML ({exc}).") from exc
-    table = data.get("tool", {}).get("kernelhook", {}).get("kernels")
+    table = read_toml(pyproject).get("tool", {}).get("kernelhook", {}).get("kernels")
     if not isinstance(table, dict) or not table:
         raise LockfileError(
             f"{pyproject} has no [tool.kernelhook.kernels] table. Fix: add one line per kernel, "

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+
+from .errors import LockfileError
+from .lockfile import nearest, read_toml
 
 DEFAULT_TRUSTED_ORGS = ("kernels-community", "kernels-ext-npu")
 
@@ -28,17 +30,12 @@ def is_trusted(repo_id: str) -> bool:
 
 
 def _from_pyproject() -> set[str]:
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-            try:
-                table = tomllib.loads(candidate.read_text(encoding="utf-8")).get("tool", {}).get("kernelhook", {})
-            except (OSError, ValueError):
-                return set()
-            orgs = table.get("trusted-orgs", [])
-            return {o for o in orgs if isinstance(o, str)} if isinstance(orgs, list) else set()
-    return set()
+    pyproject = nearest("pyproject.toml")
+    if pyproject is None:
+        return set()
+    try:
+        table = read_toml(pyproject).get("tool", {}).get("kernelhook", {})
+    except LockfileError:  # an unreadable pyproject adds no trust
+        return set()
+    orgs = table.get("trusted-orgs", []) if isinstance(table, dict) else []
+    return {o for o in orgs if isinstance(o, str)} if isinstance(orgs, list) else set()
