@@ -21,7 +21,7 @@ os.environ["HF_HOME"] = _HF_HOME
 for variable in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "KERNELHOOK_SYSTEM", "KERNELHOOK_CACHE"):
     os.environ.pop(variable, None)
 
-from kernelhook.system import SystemInfo, set_system  # noqa: E402
+from kernelhook.platform import SystemInfo, set_system  # noqa: E402
 from kernelhook.testing import LocalHub  # noqa: E402
 
 from . import repos  # noqa: E402
@@ -50,7 +50,7 @@ def env(hub, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def layer_hub(tmp_path_factory):
-    """A Hub with torch layer repos for kernelize, and examples/kernels/RMSNorm at the seed's name."""
+    """A Hub with torch layer repos for kernelize, and examples/kernels/RMSNorm as kernels-ext-npu/RMSNorm."""
     with LocalHub(tmp_path_factory.mktemp("layer-hub")) as local_hub:
         local_hub.shas = repos.publish_layers(local_hub, EXAMPLES)
         yield local_hub
@@ -84,9 +84,9 @@ def clean_modules():
     """Kernels loaded by one test are not seen by the next."""
     before = set(sys.modules)
     yield
-    from kernelhook import layers
+    from kernelhook.binding.layers import forget_loaded_layers
 
-    layers._layers.clear()  # layer classes are memoised per process; each test has its own Hub and cache
+    forget_loaded_layers()  # layer classes are memoised per process; each test has its own Hub and cache
     for name in set(sys.modules) - before:
         if name.startswith(("kernels_hub.", "_kernelhook_")):
             del sys.modules[name]

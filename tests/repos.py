@@ -6,7 +6,7 @@ each says which variant and version it is, so a test can tell what it got.
 
 import json
 
-SEED = "kernels-ext-npu/RMSNorm"  # model repo, the seed's layout: build/<variant>/RMSNorm/__init__.py
+SEED = "kernels-ext-npu/RMSNorm"  # model repo, package-folder layout: build/<variant>/RMSNorm/__init__.py
 RELU = "kernels-community/relu"  # kernel repo, the newer layout: build/<variant>/__init__.py + metadata.json
 SEED_VARIANTS = (
     "torch-universal",
@@ -157,7 +157,7 @@ def rms_layer(scale: float = 1.0, has_backward: bool = True, can_compile: bool =
 
 
 def publish_layers(hub, examples_dir) -> dict:
-    """The example RMSNorm repo at the seed's name (the default npu mapping's target), and test layers.
+    """The example RMSNorm repo as kernels-ext-npu/RMSNorm (the default npu mapping's target), and test layers.
 
     `scale` tells repos apart in outputs: acme/rms-x2 computes 2 * RMSNorm.
     """

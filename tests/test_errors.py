@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import kernelhook
+from kernelhook.cache.store import Store
 from kernelhook.errors import (
     InvalidKernelName,
     InvalidRevision,
@@ -16,7 +17,6 @@ from kernelhook.errors import (
     NoBuildError,
     RevisionNotFoundError,
 )
-from kernelhook.store import Store
 
 from .repos import SEED
 
@@ -81,8 +81,8 @@ def test_a_listing_path_that_leaves_the_variant_is_refused(env, system, hub):
     hub.commit("acme/escape", {"build/torch-universal/__init__.py": "X = 1\n"})
     store = Store()
     # A hostile Hub could list paths that climb out of the variant; the store refuses them.
+    from kernelhook.cache.store import check_relative_path
     from kernelhook.errors import CacheError
-    from kernelhook.store import check_relative_path
 
     for path in ("../x", "a/../../x", "/etc/passwd", "a\\b", "", "a//b"):
         with pytest.raises(CacheError):

@@ -24,6 +24,8 @@ from kernelhook import (
     use_kernel_forward_from_hub,
     use_kernel_mapping,
 )
+from kernelhook.binding import mapping
+
 
 @use_kernel_forward_from_hub("RMSNorm")
 class MyRMSNorm(nn.Module):
@@ -207,7 +209,7 @@ def test_narrowest_capability_range_holding_the_device_wins(kenv, monkeypatch):
     results = {}
     with use_kernel_mapping(mapping):
         for capability in (75, 80, 86, 90, None):
-            monkeypatch.setattr("kernelhook.bind._capability", lambda c=capability: c)
+            monkeypatch.setattr("kernelhook.binding.kernelize._capability", lambda c=capability: c)
             model = model_of(0)
             reference = model(x())
             kernelize(model, device="cuda")
@@ -219,31 +221,31 @@ def test_scoped_mappings_stay_in_their_thread_and_block(kenv):
     seen = {}
 
     def other_thread():
-        seen["other"] = kernelhook.mapping.snapshot().get("Scoped")
+        seen["other"] = mapping.snapshot().get("Scoped")
 
     with use_kernel_mapping({"Scoped": {"npu": "acme/rms@v1:RMSNorm"}}):
         register_kernel_mapping({"Scoped": {"cpu": "acme/rms@v1:RMSNorm"}})  # goes into the block's mapping
         thread = threading.Thread(target=other_thread)
         thread.start()
         thread.join(timeout=30)
-        assert set(kernelhook.mapping.snapshot()["Scoped"]) == {"npu", "cpu"}
+        assert set(mapping.snapshot()["Scoped"]) == {"npu", "cpu"}
         with use_kernel_mapping({"Other": {"cpu": "acme/rms@v1:RMSNorm"}}, inherit_mapping=False):
-            assert set(kernelhook.mapping.snapshot()) == {"Other"}
-    assert seen["other"] is None and "Scoped" not in kernelhook.mapping.snapshot()
-    assert "RMSNorm" in kernelhook.mapping.snapshot()  # the shipped npu default is process-wide
+            assert set(mapping.snapshot()) == {"Other"}
+    assert seen["other"] is None and "Scoped" not in mapping.snapshot()
+    assert "RMSNorm" in mapping.snapshot()  # the shipped npu default is process-wide
 
 
 def test_process_wide_registration_is_seen_by_other_threads(kenv):
     seen = {}
     register_kernel_mapping({"Global": {"cpu": "acme/rms@v1:RMSNorm"}})
     try:
-        thread = threading.Thread(target=lambda: seen.update(g=kernelhook.mapping.snapshot().get("Global")))
+        thread = threading.Thread(target=lambda: seen.update(g=mapping.snapshot().get("Global")))
         thread.start()
         thread.join(timeout=30)
         assert seen["g"] is not None
     finally:
-        with kernelhook.mapping._lock:
-            kernelhook.mapping._base.pop("Global")
+        with mapping._lock:
+            mapping._base.pop("Global")
 
 
 def test_debug_logging_shows_every_replacement_and_info_one_line_per_class(kenv, caplog):
@@ -302,10 +304,10 @@ def test_the_kernels_packages_kernel_condition_is_honoured(kenv):
     ],
 )
 def test_bad_mappings_are_refused_before_anything_changes(bad, error):
-    before = kernelhook.mapping.snapshot()
+    before = mapping.snapshot()
     with pytest.raises(error):
         register_kernel_mapping(bad)
-    assert kernelhook.mapping.snapshot() == before
+    assert mapping.snapshot() == before
 
 
 def test_modes_that_kernelize_cannot_use(kenv):
@@ -317,15 +319,19 @@ def test_modes_that_kernelize_cannot_use(kenv):
 
 def test_implicit_kernels_come_only_from_trusted_orgs(kenv, monkeypatch):
     untrusted = LayerRepository("acme/rms-x2", "RMSNorm", version=1)
-    monkeypatch.setattr(kernelhook.mapping, "SHIPPED", kernelhook.mapping.SHIPPED | {untrusted})
-    with use_kernel_mapping({"RMSNorm": {"npu": untrusted}}):  # as if kernelhook shipped this default
+    mapping.offer_kernel_mapping({"RMSNorm": {"npu": untrusted}}, "a library's table")  # replaces the default offer
+    try:
         model = model_of(1)
         kernelize(model, device="npu")
+        assert "a library's table" in kernelize_report(model).kept[0].reason
         assert "not trusted" in kernelize_report(model).kept[0].reason
         assert kenv.requests == []  # untrusted code is not even downloaded
         monkeypatch.setenv("KERNELHOOK_TRUSTED_ORGS", "someone-else, acme")
         kernelize(model, device="npu")
         assert len(kernelize_report(model).bound) == 2
+    finally:
+        mapping.withdraw_kernel_mapping("a library's table")
+        mapping.offer_kernel_mapping(mapping.DEFAULT_MAPPING, mapping.DEFAULTS_OFFERED_BY)
     # the same repository registered by the user is the user's choice
     with use_kernel_mapping({"RMSNorm": {"npu": "acme/rms-x3@v1:RMSNorm"}}):
         monkeypatch.delenv("KERNELHOOK_TRUSTED_ORGS")
@@ -334,7 +340,7 @@ def test_implicit_kernels_come_only_from_trusted_orgs(kenv, monkeypatch):
 
 
 def test_trusted_orgs_from_pyproject(tmp_path, monkeypatch):
-    from kernelhook import trust
+    from kernelhook.binding import trust
 
     (tmp_path / "pyproject.toml").write_text('[tool.kernelhook]\ntrusted-orgs = ["my-lab"]\n')
     monkeypatch.chdir(tmp_path)

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernelhook.errors import InvalidKernelName, InvalidRevision
-from kernelhook.names import KernelName, is_full_sha, is_short_sha, parse_module_name, parse_repo_id
+from kernelhook.loading.names import KernelName, is_full_sha, is_short_sha, parse_module_name, parse_repo_id
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -32,8 +32,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import kernelhook
-import kernelhook.hub
-from kernelhook import cache_admin
+import kernelhook.hub.client
+from kernelhook.cache import admin as cache_admin
+from kernelhook.cache.store import Store, check_relative_path
 from kernelhook.cli import main as cli
 from kernelhook.errors import (
     CacheError,
@@ -44,18 +45,17 @@ from kernelhook.errors import (
     KernelHookError,
     KernelLoadError,
 )
-from kernelhook.names import parse_module_name, parse_repo_id
-from kernelhook.store import Store, check_relative_path
-from kernelhook.system import SystemInfo
-from kernelhook.testing import LocalHub
-from kernelhook.variants import (
+from kernelhook.loading.names import parse_module_name, parse_repo_id
+from kernelhook.platform import (
     NoarchVariant,
     StableAbiVariant,
     StrictVariant,
+    SystemInfo,
     choose_variant,
     parse_variant,
     rank_variants,
 )
+from kernelhook.testing import LocalHub
 
 from .conftest import child_env
 
@@ -155,7 +155,7 @@ def faults(hub):
 
 @pytest.fixture
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(kernelhook.hub, "BACKOFF_S", BACKOFF_S)
+    monkeypatch.setattr(kernelhook.hub.client, "BACKOFF_S", BACKOFF_S)
     monkeypatch.setenv("KERNELHOOK_RETRY_BACKOFF_S", str(BACKOFF_S))
 
 
@@ -163,7 +163,7 @@ def fast_retries(monkeypatch):
 def hub_sleeps(monkeypatch):
     """kernelhook's retry waits, recorded instead of slept (its own retry loop still runs)."""
     sleeps: list[float] = []
-    monkeypatch.setattr(kernelhook.hub, "time", types.SimpleNamespace(sleep=sleeps.append))
+    monkeypatch.setattr(kernelhook.hub.client, "time", types.SimpleNamespace(sleep=sleeps.append))
     return sleeps
 
 
@@ -171,7 +171,7 @@ def hub_sleeps(monkeypatch):
 
 RACE_CHILD = r"""
 import importlib, os, sys, time
-import huggingface_hub.file_download, huggingface_hub.hf_api, kernelhook.api, kernels_hub  # before the race
+import huggingface_hub.file_download, huggingface_hub.hf_api, kernelhook.loading.api, kernels_hub  # before the race
 ready, go, name = sys.argv[1:4]
 open(ready, "w").close()
 deadline = time.monotonic() + 60
@@ -433,7 +433,7 @@ def test_server_errors_while_resolving_are_retried_with_backoff_then_succeed(
 @pytest.mark.parametrize("target, status, retry_after, waited", [
     ("refs", 503, 2, 2.0),
     ("refs", 429, 1, 1.0),
-    ("refs", 503, 3600, kernelhook.hub.MAX_WAIT_S),  # capped
+    ("refs", 503, 3600, kernelhook.hub.client.MAX_WAIT_S),  # capped
     ("weights", 503, 2, 2.0),
 ])
 def test_retry_after_is_waited_for_then_the_request_is_sent_again(
@@ -456,8 +456,8 @@ def test_a_hub_that_keeps_failing_is_tried_1_plus_retries_times_then_named_in_th
     message = str(info.value)
     assert faults.url in message and "500" in message and "Fix:" in message
     assert f"{faults.url}{r.refs}" in message  # the very URL that failed, not only the endpoint
-    assert _seen(faults, r.refs) == [(500, True)] * (1 + kernelhook.hub.RETRIES)
-    assert len(hub_sleeps) == kernelhook.hub.RETRIES
+    assert _seen(faults, r.refs) == [(500, True)] * (1 + kernelhook.hub.client.RETRIES)
+    assert len(hub_sleeps) == kernelhook.hub.client.RETRIES
     assert _kernel_modules() - before == set()
     assert _object_shas(env["KERNELHOOK_CACHE"]) == set()
 
@@ -470,7 +470,7 @@ def test_a_hub_that_keeps_failing_falls_back_to_the_commit_cached_here(
     faults.clear_requests()
     again = kernelhook.get_kernel(r.repo)
     assert again is first and kernelhook.origin(again).commit == r.sha
-    assert _seen(faults, r.refs) == [(500, True)] * (1 + kernelhook.hub.RETRIES)
+    assert _seen(faults, r.refs) == [(500, True)] * (1 + kernelhook.hub.client.RETRIES)
     assert "using commit" in caplog.text and r.sha in caplog.text
     assert [req.path for req in faults.requests if not req.path.startswith(r.refs)] == []  # nothing else asked
 
@@ -484,7 +484,7 @@ def test_a_file_that_keeps_failing_is_a_download_error_naming_its_url_and_nothin
         kernelhook.get_kernel(r.repo)
     message = str(info.value)
     assert faults.url + r.weights in message and "500" in message and "weights.bin" in message
-    assert _seen(faults, r.weights) == [(500, True)] * (1 + kernelhook.hub.RETRIES)
+    assert _seen(faults, r.weights) == [(500, True)] * (1 + kernelhook.hub.client.RETRIES)
     assert _kernel_modules() - before == set()
     cache = env["KERNELHOOK_CACHE"]
     _assert_whole(cache)
@@ -743,7 +743,7 @@ def test_a_repo_cannot_claim_a_real_modules_name(env, system, hub, layout):
     import os as real_os
 
     repo = f"acme/rel-claims-{layout}"
-    # metadata.json names real modules (the newer layout), or the package folder is named like one (the seed's)
+    # metadata.json names real modules (the newer layout), or the package folder is named like one (build/<variant>/<Name>/)
     base = f"build/{VARIANT}" if layout == "metadata" else f"build/{VARIANT}/os"
     files = {
         f"build/{VARIANT}/metadata.json": json.dumps({"id": "os", "name": "torch", "module": "os", "package": "torch"}),

@@ -9,7 +9,8 @@ import torch
 
 import kernelhook
 from kernelhook import kernelize, kernelize_report
-from kernelhook.known_layers import layer_name_of
+from kernelhook.binding import mapping
+from kernelhook.binding.known_layers import layer_name_of
 
 transformers = pytest.importorskip("transformers")
 
@@ -81,4 +82,4 @@ def test_a_class_marked_by_the_kernels_package_keeps_its_name():
     assert layer_name_of(Marked) == "SiLU"
     assert layer_name_of(torch.nn.LayerNorm) is None
     assert kernelhook.LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm") in [
-        m for modes in kernelhook.mapping.snapshot()["RMSNorm"]["npu"].values() for m in modes.values()]
+        entry.repo for modes in mapping.snapshot()["RMSNorm"]["npu"].values() for entry in modes.values()]

@@ -7,13 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernelhook.system import Compute, SystemInfo, parse_compute, parse_version_prefix, probe_system
-from kernelhook.variants import (
+from kernelhook.platform import (
+    Compute,
     NoarchVariant,
     StableAbiVariant,
     StrictVariant,
+    SystemInfo,
     choose_variant,
+    parse_compute,
     parse_variant,
+    parse_version_prefix,
+    probe_system,
     rank_variants,
 )
 

@@ -188,7 +188,7 @@ def test_every_hub_request_carries_the_token_huggingface_hub_would_send(env, hub
 
 
 def test_a_request_with_no_plain_http_answer_is_sent_again_through_huggingface_hub(env, system, hub, monkeypatch):
-    from kernelhook import hub as hub_client
+    from kernelhook.hub import client as hub_client
 
     def no_answer(url):  # as a proxy or CA bundle only huggingface_hub's client knows would make it
         raise hub_client._NoAnswer("connection refused")

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import itertools
 import re
-
 from typing import NamedTuple
 
-from .errors import InvalidKernelName, InvalidRevision
+from ..errors import InvalidKernelName, InvalidRevision
 
 ROOT = "kernels_hub"
 # Kernels execute under content-derived names with this prefix (loader.py), never under repo text.

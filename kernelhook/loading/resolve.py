@@ -12,7 +12,7 @@ exists; that request doubles as the resolve, and the mapping is remembered.
 
 When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors),
 a branch, tag or unpinned name falls back to the commit it last resolved to,
-with a warning. A pin source (the lockfile, issue 4) may fix unpinned names.
+with a warning. A lockfile in effect pins unpinned names, with no request.
 """
 
 from __future__ import annotations
@@ -20,25 +20,21 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Callable, NamedTuple
 
-from . import distributed, hub, lockfile
-from .errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
+from .. import hub
+from ..cache import lockfile
+from ..cache.store import Store
+from ..errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
+from ..repo import RepoAddress, Resolved
+from . import distributed
 from .names import KernelName, is_full_sha, is_short_sha
-from .store import RepoAddress, Store
 
 logger = logging.getLogger("kernelhook")
 
 _VERSION_BRANCH = re.compile(r"v(\d+)")
 
 
-class Resolved(NamedTuple):
-    repo: RepoAddress
-    commit: str
-    how: str  # for logs and reports: "commit pin", "branch v2", "cached (offline)", ...
-
-
-def lockfile_pin(name: KernelName) -> "Resolved | None":
+def lockfile_pin(name: KernelName) -> Resolved | None:
     """The commit the lockfile in effect pins for this name, if any."""
     lock = lockfile.lock_in_effect()
     locked = lock.find(name.repo_id_candidates()) if lock is not None else None
@@ -47,21 +43,17 @@ def lockfile_pin(name: KernelName) -> "Resolved | None":
     return Resolved(RepoAddress(locked.repo_id, locked.repo_type), locked.commit, f"lockfile {lock.path}")
 
 
-# What pins unpinned names: the lockfile, unless replaced (set_pin_source).
-PinSource = Callable[[KernelName], "Resolved | None"]
-_pin_source: PinSource | None = lockfile_pin
-
-
-def set_pin_source(source: PinSource | None) -> PinSource | None:
-    """Install the function that pins unpinned names (the lockfile); returns the previous one."""
-    global _pin_source
-    previous, _pin_source = _pin_source, source
-    return previous
-
-
 def resolve(name: KernelName, store: Store) -> Resolved:
-    if name.revision is None and _pin_source is not None:
-        pinned = _pin_source(name)
+    """The repo and commit a name means now.
+
+    Raises:
+        KernelNotFoundError: no spelling of the name is a repo on the Hub.
+        RevisionNotFoundError: the repo has no such revision.
+        HubUnreachableError: the Hub cannot be asked and this name was never resolved here.
+        LockfileError: the lockfile in effect cannot be read.
+    """
+    if name.revision is None:
+        pinned = lockfile_pin(name)
         if pinned is not None:
             return pinned
     movable = name.revision is None or not (is_full_sha(name.revision) or is_short_sha(name.revision))

@@ -1,4 +1,4 @@
-"""kernelize (module bind.py, so the function keeps the name): bind Hub kernel layers onto a model.
+"""kernelize: bind Hub kernel layers onto a model.
 
     mapping lookup -> LayerRepository -> (the loader's data path) -> layer class
       -> validate -> forward bound per instance
@@ -18,9 +18,9 @@ import weakref
 from types import MethodType, ModuleType
 from typing import NamedTuple
 
+from ..errors import KernelImportError, KernelizeError, KernelLayerError
+from ..loading.api import load_kernel  # the loader's data path: imported with kernelize, not inside its first call
 from . import mapping, trust
-from .api import load_kernel  # the loader's data path: imported with kernelize, not inside its first call
-from .errors import KernelImportError, KernelizeError, KernelLayerError
 from .known_layers import layer_name_of
 from .layers import FLAGS, MODE_PRIORITY, LayerRepository, Mode, load_layer, validate_layer
 
@@ -65,7 +65,7 @@ _reports: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def kernelize_report(model) -> KernelizeReport | None:
-    """The report of the last kernelize of this model."""
+    """The report of the last kernelize of this model (``bound`` and ``kept`` rows), or None if never kernelized."""
     return _reports.get(model)
 
 
@@ -85,11 +85,23 @@ class _Plan:
 
 
 def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: bool = True):
-    """Replace the forward of every marked module with the mapped Hub layer's; returns the model.
+    """Replace the forward of every marked module with the mapped Hub layer's.
 
-    device: "npu", "cuda", "rocm", "xpu", "mps", "cpu" or a torch.device (default: the model's).
-    use_fallback: when a kernel cannot be had, keep the module's own forward and log why;
-    with False, raise KernelizeError instead.
+    Args:
+        model: a torch.nn.Module; its marked submodules (``use_kernel_forward_from_hub``, the
+            kernels package's marks, stock transformers layers) are bound per instance.
+        device: "npu", "cuda", "rocm", "xpu", "mps", "cpu" or a torch.device (default: the model's).
+        mode: ``Mode.INFERENCE`` or ``Mode.TRAINING``, optionally ``| Mode.TORCH_COMPILE``.
+        use_fallback: when a kernel cannot be had, keep the module's own forward and log why;
+            with False, raise KernelizeError instead.
+
+    Returns:
+        The same model; ``kernelize_report(model)`` says what was bound where and what was kept.
+
+    Raises:
+        ValueError: ``mode`` is not one kernelize uses.
+        KernelizeError: the device cannot be told, or (use_fallback=False) a kernel cannot be had.
+        KernelLayerError: a mapped layer breaks a rule, with or without fallback.
     """
     if mode not in MODE_PRIORITY:
         raise ValueError(f"kernelize mode {mode!r}: use Mode.INFERENCE or Mode.TRAINING, optionally | Mode.TORCH_COMPILE")
@@ -118,8 +130,8 @@ def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -
     if isinstance(selection, str):
         return _keep(plan, selection, use_fallback, logging.INFO)
     plan.repo = selection.repo
-    if selection.repo in mapping.SHIPPED and not trust.is_trusted(selection.repo.repo_id):
-        reason = (f"{selection.repo} comes from kernelhook's default mapping and its org is not trusted; "
+    if selection.offered_by is not None and not trust.is_trusted(selection.repo.repo_id):
+        reason = (f"{selection.repo} comes from {selection.offered_by} and its org is not trusted; "
                   f"add it to KERNELHOOK_TRUSTED_ORGS, or register the mapping yourself")
         return _keep(plan, reason, use_fallback, logging.WARNING)
     try:

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from . import cache_admin, fetch, lockfile
+from ..cache import admin as cache_admin
+from ..cache import lockfile
+from ..cache.store import Store
+from ..errors import KernelHookError, LockfileError
+from ..files import write_atomic
+from ..loading import fetch
+from ..loading.names import parse_repo_id
+from ..loading.resolve import resolve
+from ..platform import candidate_patterns, current_system
+from ..project import nearest
+from ..repo import RepoAddress, Resolved
 from .check import check_repo
-from .errors import KernelHookError, LockfileError
-from .names import parse_repo_id
-from .resolve import Resolved, resolve
-from .store import RepoAddress, Store
-from .system import current_system
-from .variants import candidate_patterns
+from .publish import publish
 
 
 class UsageError(Exception):
@@ -130,7 +133,7 @@ def cmd_lock(args):
         locked.append(lockfile.LockedKernel(resolved.repo.repo_id, resolved.repo.repo_type, revision,
                                             resolved.commit, variants))
     target = pyproject.parent / lockfile.LOCK_NAME
-    _write_atomically(target, lockfile.render(locked))
+    write_atomic(target, lockfile.render(locked).encode())
     data = {"lockfile": str(target), "kernels": [
         {"repo": k.repo_id, "revision": k.revision, "commit": k.commit, "variants": sorted(k.variants)} for k in locked]}
     text = "\n".join([f"wrote {target}"] + [f"  {k.repo_id} {k.revision} -> {k.commit} ({len(k.variants)} variants)"
@@ -179,18 +182,10 @@ def cmd_check(args):
 
 
 def cmd_publish(args):
-    problems, _ = check_repo(Path(args.dir))
-    if problems:
-        raise KernelHookError(f"{args.dir} fails `kernelhook check` ({problems[0]}, and {len(problems) - 1} more); "
-                              f"nothing was uploaded. Fix: run `kernelhook check {args.dir}` and mend what it lists.")
-    name = parse_repo_id(args.repo)  # validates the id
-    repo = RepoAddress(f"{name.org}/{name.repo}", args.repo_type)
-    branch = f"v{args.version}"
-    from . import hub
-
-    commit = hub.publish_folder(repo, args.dir, branch, f"Publish version {args.version} of {repo.repo_id}")
-    data = {"repo": repo.repo_id, "repo_type": repo.repo_type, "branch": branch, "commit": commit}
-    return data, commit, 0
+    published = publish(Path(args.dir), args.repo, args.version, args.repo_type)
+    data = {"repo": published.repo.repo_id, "repo_type": published.repo.repo_type, "branch": published.branch,
+            "commit": published.commit}
+    return data, published.commit, 0
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -213,17 +208,10 @@ def _lock_for(path: str | None, required: bool):
 
 
 def _nearest_pyproject() -> Path:
-    found = lockfile.nearest("pyproject.toml")
+    found = nearest("pyproject.toml")
     if found is None:
         raise LockfileError("no pyproject.toml here or above. Fix: run in your project, or pass --pyproject.")
     return found
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".kernelhook-lock-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, target)
 
 
 def _human(size: int) -> str:
@@ -251,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", required=True, metavar="ORG/NAME")
     p.add_argument("--version", required=True, type=int, metavar="N", help="major version: the branch vN")
     p.add_argument("--repo-type", choices=("model", "kernel"), default="model",
-                   help="the Hub repo type (default: model, as the seed's repos are)")
+                   help="the Hub repo type (default: model, as kernels-ext-npu's repos are)")
     command("system", cmd_system, "this machine's probe result and the variants it loads, in order")
     command("info", cmd_info, "a repo's commit, its variants and which this system loads").add_argument(
         "repo", metavar="REPO[@REV]")

@@ -19,10 +19,9 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-
 from typing import NamedTuple
 
-from .errors import KernelLoadError
+from ..errors import KernelLoadError
 from .names import CONTENT_PREFIX
 
 
@@ -53,33 +52,24 @@ def _lock_for(name: str) -> threading.RLock:
         return _locks.setdefault(name, threading.RLock())
 
 
-def find_package(tree: Path, repo_name: str) -> Path:
-    """The folder holding the kernel's __init__.py: the variant folder itself
-    (newer layout, with metadata.json) or one package folder inside it (the seed's
-    ``build/<variant>/<Name>/__init__.py``); with several, the one named like the repo."""
-    if (tree / "__init__.py").is_file():
-        return tree
-    packages = sorted(p for p in tree.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
-    if len(packages) == 1:
-        return packages[0]
-    wanted = repo_name.replace("-", "_").lower()
-    named = [p for p in packages if p.name.lower() == wanted]
-    if len(named) == 1:
-        return named[0]
-    found = ", ".join(p.name for p in packages) or "none"
-    raise KernelLoadError(
-        f"the variant at {tree} holds no single Python package (package folders: {found}). "
-        f"Fix (kernel authors): put __init__.py at build/<variant>/ or in exactly one folder below it."
-    )
-
-
 def content_module_name(digest: str, package: Path, tree: Path) -> str:
     relative = package.relative_to(tree).as_posix()
     return CONTENT_PREFIX + hashlib.sha256(f"{digest}:{relative}".encode()).hexdigest()[:24]
 
 
 def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
-    """Execute (once per process) the package at origin.package; return the module."""
+    """The kernel module for a variant tree, executed once per process.
+
+    Args:
+        origin_without_name: where the package comes from (its ``module_name`` is filled in here).
+        digest: the tree's content digest, from which the module's name derives.
+
+    Returns:
+        The module ``_kernelhook_<digest...>``, already in sys.modules; the same object on every call.
+
+    Raises:
+        KernelLoadError: executing the package raised; nothing is left in sys.modules.
+    """
     name = content_module_name(digest, origin_without_name.package, origin_without_name.tree)
     existing = sys.modules.get(name)
     if existing is not None:
@@ -88,12 +78,8 @@ def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
         existing = sys.modules.get(name)
         if existing is not None:
             return existing
-        origin = _with_name(origin_without_name, name)
-        return _execute(name, origin)
-
-
-def _with_name(origin: KernelOrigin, name: str) -> KernelOrigin:
-    return origin._replace(module_name=name)
+        origin = origin_without_name._replace(module_name=name)
+        return execute_package(name, origin.package, origin)
 
 
 class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
@@ -125,14 +111,23 @@ def _install_path_hook() -> None:
             sys.path_hooks.insert(0, _store_path_hook)
 
 
-def _execute(name: str, origin: KernelOrigin) -> ModuleType:
+def execute_package(name: str, package: Path, origin: KernelOrigin | None = None) -> ModuleType:
+    """Execute the package folder ``package`` as the module ``name`` (``kernelhook check`` uses it too).
+
+    Returns:
+        The module, in sys.modules, with ``__kernelhook__`` set to ``origin``.
+
+    Raises:
+        KernelLoadError: the package raised while executing (the exception is its ``__cause__``);
+            nothing of it is left in sys.modules.
+    """
     _install_path_hook()
-    init = origin.package / "__init__.py"
+    init = package / "__init__.py"
     spec = importlib.util.spec_from_file_location(
-        name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(origin.package)]
+        name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(package)]
     )
     if spec is None or spec.loader is None:
-        raise KernelLoadError(f"{origin}: cannot make a module of {init}")
+        raise KernelLoadError(f"{origin or package}: cannot make a module of {init}")
     module = importlib.util.module_from_spec(spec)
     module.__kernelhook__ = origin
     sys.modules[name] = module
@@ -141,24 +136,22 @@ def _execute(name: str, origin: KernelOrigin) -> ModuleType:
     except BaseException as exc:
         forget(name)
         if isinstance(exc, Exception):
+            where = f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else str(package)
             raise KernelLoadError(
-                f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]: executing the kernel failed: "
-                f"{type(exc).__name__}: {exc}. Nothing was left in sys.modules. Fix: see the traceback above "
-                f"this error; a missing dependency of the kernel must be installed."
+                f"{where}: executing the kernel failed: {type(exc).__name__}: {exc}. Nothing was left in "
+                f"sys.modules. Fix: see the traceback above this error; a missing dependency of the kernel "
+                f"must be installed."
             ) from exc
         raise
     return module
 
 
 def forget(name: str) -> None:
-    """Remove a module and every submodule of it from sys.modules."""
+    """Remove a module and every submodule of it from sys.modules; absent names are fine."""
     for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
         sys.modules.pop(key, None)
 
 
-def origin_of(module: ModuleType) -> KernelOrigin | None:
+def origin(module: ModuleType) -> KernelOrigin | None:
+    """Where a kernel module came from: repo, commit, variant and cache folder; None for any other object."""
     return getattr(module, "__kernelhook__", None)
-
-
-def is_kernel_module(module: object) -> bool:
-    return isinstance(getattr(module, "__name__", None), str) and module.__name__.startswith(CONTENT_PREFIX)

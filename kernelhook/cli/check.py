@@ -2,27 +2,31 @@
 
 Rules, each reported with the file it concerns:
   * build/ exists and holds only variant folders whose names parse (variants.py);
-  * each variant holds a Python package: build/<variant>/__init__.py, or exactly
-    one build/<variant>/<Name>/__init__.py;
+  * each variant holds a Python package, found by the rule loading uses
+    (repo.find_package): build/<variant>/__init__.py, or exactly one
+    build/<variant>/<Name>/__init__.py, or the one named like the repo;
   * metadata.json, where present, is a JSON object with well-typed fields;
   * every layer class in the package's layers.py passes kernelize's own rules.
-Variants this machine can import are imported (in a throwaway module name,
-removed afterwards); the rest (torch_npu or triton missing, say) are checked
+Variants this machine can import are imported, as the loader executes them
+(in a throwaway module name, removed afterwards); the rest (torch_npu or triton missing, say) are checked
 from their source, without running it.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib
 import json
 import uuid
 from pathlib import Path
 from typing import NamedTuple
 
-from .layers import FLAGS, layer_problem
-from .loader import forget
-from .variants import parse_variant
+from ..binding.layers import FLAGS, layer_problem
+from ..errors import KernelLoadError
+from ..loading.loader import execute_package, forget
+from ..loading.names import CONTENT_PREFIX
+from ..platform import parse_variant
+from ..repo import find_package
 
 
 class Problem(NamedTuple):
@@ -39,8 +43,18 @@ class VariantResult(NamedTuple):
     layers: tuple[str, ...]
 
 
-def check_repo(root: Path) -> tuple[list[Problem], list[VariantResult]]:
+def check_repo(root: Path, repo_name: str | None = None) -> tuple[list[Problem], list[VariantResult]]:
+    """Check a kernel repo folder against the rules above.
+
+    Args:
+        root: the folder that holds ``build/``.
+        repo_name: the Hub repo's name (it picks a variant's package among several); default: the folder's name.
+
+    Returns:
+        (every problem found, one result per variant that holds a package); no problems means ready to publish.
+    """
     root = Path(root)
+    repo_name = repo_name or root.name
     build = root / "build"
     if not build.is_dir():
         return [Problem("build/", "missing: kernel builds live in build/<variant>/")], []
@@ -55,16 +69,18 @@ def check_repo(root: Path) -> tuple[list[Problem], list[VariantResult]]:
         except ValueError as exc:
             problems.append(Problem(rel, str(exc)))
             continue
-        result = _check_variant(root, folder, problems)
+        result = _check_variant(root, folder, repo_name, problems)
         if result is not None:
             results.append(result)
     return problems, results
 
 
-def _check_variant(root: Path, folder: Path, problems: list[Problem]) -> VariantResult | None:
+def _check_variant(root: Path, folder: Path, repo_name: str, problems: list[Problem]) -> VariantResult | None:
     _check_metadata(root, folder / "metadata.json", problems)
-    package = _package(root, folder, problems)
-    if package is None:
+    try:
+        package = find_package(folder, repo_name, "this variant")
+    except KernelLoadError as exc:
+        problems.append(Problem(_rel(root, folder), str(exc)))
         return None
     layers_py = package / "layers.py"
     if not layers_py.is_file():
@@ -77,17 +93,6 @@ def _check_variant(root: Path, folder: Path, problems: list[Problem]) -> Variant
         names = _check_static(root, layers_py, problems)
         how = f"static ({exc.name or exc} is not importable here)"
     return VariantResult(folder.name, how, tuple(names))
-
-
-def _package(root: Path, folder: Path, problems: list[Problem]) -> Path | None:
-    if (folder / "__init__.py").is_file():
-        return folder
-    packages = [p for p in sorted(folder.iterdir()) if p.is_dir() and (p / "__init__.py").is_file()]
-    if len(packages) == 1:
-        return packages[0]
-    found = ", ".join(p.name for p in packages) or "none"
-    problems.append(Problem(_rel(root, folder), f"needs __init__.py, or exactly one package folder (found: {found})"))
-    return None
 
 
 def _check_metadata(root: Path, path: Path, problems: list[Problem]) -> None:
@@ -110,20 +115,19 @@ def _check_metadata(root: Path, path: Path, problems: list[Problem]) -> None:
 
 
 def _check_imported(root: Path, package: Path, problems: list[Problem]) -> list[str]:
-    name = f"_kernelhook_check_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, package / "__init__.py",
-                                                  submodule_search_locations=[str(package)])
-    module = importlib.util.module_from_spec(spec)
-    import sys
+    """Import the package as the loader would and check its layer classes.
 
-    sys.modules[name] = module
+    Raises ImportError when the package needs what this machine lacks (torch_npu, triton...).
+    """
+    name = f"{CONTENT_PREFIX}check_{uuid.uuid4().hex}"
     try:
-        spec.loader.exec_module(module)
+        execute_package(name, package)
         layers = importlib.import_module(f"{name}.layers")
-    except ImportError:
-        raise
     except Exception as exc:
-        problems.append(Problem(_rel(root, package / "__init__.py"), f"raises on import: {type(exc).__name__}: {exc}"))
+        cause = (exc.__cause__ or exc) if isinstance(exc, KernelLoadError) else exc
+        if isinstance(cause, ImportError):
+            raise cause from None
+        problems.append(Problem(_rel(root, package / "__init__.py"), f"raises on import: {type(cause).__name__}: {cause}"))
         return []
     finally:
         forget(name)

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .lockfile import file_digest
-from .store import RepoAddress, Store, tree_digest
+from ..files import file_digest
+from ..repo import RepoAddress
+from .store import Store, tree_digest
+
 
 @dataclass(frozen=True)
 class CachedVariant:

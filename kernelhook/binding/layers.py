@@ -16,8 +16,8 @@ import re
 import threading
 from types import ModuleType
 
-from .errors import InvalidKernelName, KernelLayerError
-from .names import KernelName, parse_repo_id
+from ..errors import InvalidKernelName, KernelLayerError
+from ..loading.names import KernelName, parse_repo_id
 
 FLAGS = ("has_backward", "can_torch_compile")
 
@@ -62,6 +62,7 @@ class LayerRepository:
     """A layer class in a Hub kernel repo: ``LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm", version=1)``.
 
     The short form ``"org/repo[@rev]:Layer"`` is accepted wherever a repository is expected.
+    Bad input fails here, when the repository is made: InvalidKernelName, InvalidRevision.
     """
 
     __slots__ = ("repo_id", "layer_name", "revision", "version", "_name")
@@ -115,6 +116,12 @@ def use_kernel_forward_from_hub(layer_name: str):
     """Class decorator: kernelize may replace this class's forward with the layer ``layer_name``.
 
     It only marks the class (``kernel_layer_name``); nothing else about it changes.
+
+    Returns:
+        The decorator, which returns the class itself.
+
+    Raises:
+        TypeError: ``layer_name`` is not a non-empty string.
     """
     if not isinstance(layer_name, str) or not layer_name:
         raise TypeError(f"use_kernel_forward_from_hub needs a layer name, got {layer_name!r}")
@@ -130,8 +137,20 @@ _layers_lock = threading.Lock()
 _layers: dict[tuple, tuple[type, ModuleType]] = {}
 
 
+def forget_loaded_layers() -> None:
+    """Drop the memo of load_layer, so the next kernelize resolves every repository again
+    (for a process that switches caches or Hubs, as tests do)."""
+    with _layers_lock:
+        _layers.clear()
+
+
 def load_layer(repo: LayerRepository, load_kernel) -> tuple[type, ModuleType]:
-    """The layer class and its kernel module; memoised per process (one resolve per repository)."""
+    """The layer class and its kernel module; memoised per process (one resolve per repository).
+
+    Raises:
+        KernelImportError: the kernel cannot be loaded (any of the loading path's errors).
+        KernelLayerError: the kernel has no ``layers`` submodule, or no such class in it.
+    """
     with _layers_lock:
         found = _layers.get(repo._key())
     if found is not None:

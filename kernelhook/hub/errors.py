@@ -11,12 +11,15 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
+from ..errors import KernelHookError
+
 if TYPE_CHECKING:
-    from .store import RepoAddress
+    from ..repo import RepoAddress
 
 
-class HubError(Exception):
-    """Base of the Hub's answers, before resolve.py turns them into user-facing errors."""
+class HubError(KernelHookError):
+    """A failed request to the Hub. The loading path turns these into ImportErrors that say what to do;
+    elsewhere (publishing) they reach the user as they are, naming the URL."""
 
     def __init__(self, message: str, url: str | None = None):
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""The only module that talks to the Hub.
+"""Requests to the Hub: the only module that reads from it.
 
 huggingface_hub is imported on first use, never at import time, so that a
 warm, commit-pinned import never loads it. Endpoint, token and offline mode
@@ -11,7 +11,7 @@ publishing through huggingface_hub itself):
   * ``GET /api/{type}s/{repo}/refs``             branches and tags: named and unpinned revisions
   * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive, page by page
   * ``GET /[kernels/]{repo}/resolve/{sha}/{path}``  one request per file
-  * ``kernelhook publish``: create repo and branch, upload a folder
+Publishing (the one write) is in upload.py.
 """
 
 from __future__ import annotations
@@ -25,18 +25,8 @@ import time
 from typing import BinaryIO, NamedTuple
 from urllib.parse import quote
 
-from .hub_errors import (  # noqa: F401  (re-exported: callers catch hub.HubError and its kin)
-    EntryMissing,
-    HubError,
-    HubUnavailable,
-    RepoMissing,
-    RevisionMissing,
-    error_for_status,
-    explain,
-    offline,
-    translated,
-)
-from .store import RepoAddress
+from ..repo import RepoAddress
+from .errors import HubUnavailable, error_for_status, translated
 
 logger = logging.getLogger("kernelhook")
 
@@ -93,7 +83,7 @@ class Refs(NamedTuple):
 def resolve_revision(repo: RepoAddress, revision: str) -> str:
     """One request: the commit a branch, tag, full or short sha names."""
     info = with_retries(f"resolving {revision} of {repo}", lambda: _get_json(repo, f"revision/{quote(revision, safe='')}"))
-    return _checked_sha(info.get("sha") if isinstance(info, dict) else None, repo)
+    return checked_sha(info.get("sha") if isinstance(info, dict) else None, repo)
 
 
 def list_refs(repo: RepoAddress) -> Refs:
@@ -101,8 +91,8 @@ def list_refs(repo: RepoAddress) -> Refs:
     data = with_retries(f"listing the refs of {repo}", lambda: _get_json(repo, "refs"))
     try:
         return Refs(
-            branches={ref["name"]: _checked_sha(ref["targetCommit"], repo) for ref in data["branches"]},
-            tags={ref["name"]: _checked_sha(ref["targetCommit"], repo) for ref in data["tags"]},
+            branches={ref["name"]: checked_sha(ref["targetCommit"], repo) for ref in data["branches"]},
+            tags={ref["name"]: checked_sha(ref["targetCommit"], repo) for ref in data["tags"]},
         )
     except (KeyError, TypeError) as exc:
         raise HubUnavailable(f"the Hub's refs answer for {repo} is malformed ({exc!r})") from exc
@@ -198,12 +188,6 @@ def _headers() -> dict[str, str]:
     return headers
 
 
-def _api():
-    from huggingface_hub import HfApi
-
-    return HfApi(endpoint=endpoint())
-
-
 def list_build(repo: RepoAddress, commit: str) -> list[ListingEntry]:
     """Every file under build/ at a commit, one request per page (the Hub pages at 1000 entries)."""
     url = f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/tree/{commit}/build?recursive=true"
@@ -275,21 +259,7 @@ class _Capped:
         return getattr(self.into, name)
 
 
-def _checked_sha(sha: object, repo: RepoAddress) -> str:
+def checked_sha(sha: object, repo: RepoAddress) -> str:
     if not isinstance(sha, str) or not _SHA.fullmatch(sha):
         raise HubUnavailable(f"the Hub answered for {repo} with {sha!r}, which is not a commit sha")
     return sha
-
-
-def publish_folder(repo: RepoAddress, folder: str, branch: str, message: str) -> str:
-    """Upload a folder as one commit on a branch (creating repo and branch as needed); the commit sha."""
-    api = _api()
-    ignore = ["**/__pycache__/**", "**/*.pyc", ".git/**"]
-    with translated(repo, branch):
-        api.create_repo(repo.repo_id, repo_type=repo.repo_type, exist_ok=True)
-        branches = {ref.name for ref in api.list_repo_refs(repo.repo_id, repo_type=repo.repo_type).branches}
-        if branch not in branches:
-            api.create_branch(repo.repo_id, branch=branch, repo_type=repo.repo_type, exist_ok=True)
-        info = api.upload_folder(folder_path=folder, repo_id=repo.repo_id, repo_type=repo.repo_type,
-                                 revision=branch, commit_message=message, ignore_patterns=ignore)
-    return _checked_sha(info.oid, repo)

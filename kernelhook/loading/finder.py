@@ -135,7 +135,7 @@ def _drop_empty_org(org: str) -> None:
 
 
 class HookHandle:
-    """Returned by install(); uninstall() may run any number of times."""
+    """What ``install()`` returns: ``uninstall()`` takes the finder off sys.meta_path, any number of times."""
 
     def __init__(self, finder: KernelHubFinder):
         self.finder = finder
@@ -149,11 +149,16 @@ _finder = KernelHubFinder()
 
 
 def install() -> HookHandle:
-    """Put the finder first in sys.meta_path (once); importing kernels_hub does this."""
+    """Put the finder first in sys.meta_path (once; importing kernels_hub does this).
+
+    Returns:
+        A handle whose ``uninstall()`` removes it again.
+    """
     if _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)
     return HookHandle(_finder)
 
 
 def uninstall() -> None:
+    """Take the finder off sys.meta_path; kernels already imported stay usable."""
     HookHandle(_finder).uninstall()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from . import lockfile
+from ..cache import lockfile
+from ..cache.store import Store
+from ..platform import SystemInfo, current_system
+from ..repo import Resolved, find_package
 from .fetch import PlacedVariant, place_variant
-from .loader import KernelOrigin, find_package, load
+from .loader import KernelOrigin, load
 from .names import KernelName, parse_repo_id
-from .resolve import Resolved, resolve
-from .store import Store
-from .system import SystemInfo, current_system
+from .resolve import resolve
 
 logger = logging.getLogger("kernelhook")
 
@@ -23,19 +24,39 @@ logger = logging.getLogger("kernelhook")
 def get_kernel(repo_id: str, revision: str | None = None, *, version: int | None = None) -> ModuleType:
     """Load a Hub kernel by its exact repo id; works for every name and revision.
 
-    ``version=N`` means the branch ``vN``. Without either, the lockfile's pin is
-    used when one applies, else the highest ``vN`` branch, else ``main``.
+    Args:
+        repo_id: ``"org/repo"`` as the Hub spells it.
+        revision: a branch, tag, ``vN`` or commit sha (7 to 40 hex digits).
+        version: major version N, meaning the branch ``vN`` (give revision or version, not both).
+            Without either: the lockfile's pin when one applies, else the highest ``vN`` branch, else ``main``.
+
+    Returns:
+        The kernel module: the very object ``import kernels_hub.<org>.<repo>@<rev>`` gives for
+        the same commit and variant.
+
+    Raises:
+        InvalidKernelName, InvalidRevision: the arguments are malformed.
+        KernelNotFoundError, RevisionNotFoundError: the Hub has no such repo or revision.
+        HubUnreachableError: the Hub cannot be asked and nothing usable is cached.
+        NoBuildError, NoCompatibleVariantError: no build of this commit fits this machine.
+        DownloadError, CacheError: a file could not be fetched, verified or stored.
+        LockMismatchError, LockfileError: the lockfile in effect refuses the files, or cannot be read.
+        KernelLoadError: executing the kernel failed.
+    All are ``KernelImportError``s, hence ``ImportError``s.
     """
     return load_kernel(parse_repo_id(repo_id, revision, version))
 
 
 def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: Store | None = None) -> ModuleType:
+    """The data path for a parsed name: resolve, choose and place the variant, check it against
+    the lockfile, execute it. Raises what ``get_kernel`` raises."""
     store = store if store is not None else Store()
     system = system if system is not None else current_system()
     resolved = resolve(name, store)
     placed = place_variant(resolved, store, system)
     _check_against_lockfile(resolved, placed)
-    package = find_package(placed.tree, resolved.repo.repo_id.split("/")[1])
+    where = f"{resolved.repo}@{resolved.commit[:12]} [{placed.variant}] at {placed.tree}"
+    package = find_package(placed.tree, resolved.repo.repo_id.split("/")[1], where)
     origin = KernelOrigin(
         resolved.repo.repo_id, resolved.repo.repo_type, resolved.commit, placed.variant,
         placed.tree, package, module_name="", how=resolved.how,

@@ -8,29 +8,26 @@ load trusts the store and reads no file twice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
-
 from typing import NamedTuple
 
-from . import hub
-from .errors import (
+from .. import hub
+from ..cache.store import Store, cache_error, check_relative_path
+from ..errors import (
     DownloadError,
     HubUnreachableError,
     NoBuildError,
     NoCompatibleVariantError,
     RevisionNotFoundError,
 )
-from .resolve import Resolved
-from .store import Store, cache_error, check_relative_path
-from .system import SystemInfo
-from .variants import candidate_patterns, choose_variant, parse_variant, rank_variants
+from ..files import hash_stream
+from ..platform import SystemInfo, candidate_patterns, choose_variant, parse_variant, rank_variants
+from ..repo import Resolved, split_build_path
 
 logger = logging.getLogger("kernelhook")
 
-_CHUNK = 1024 * 1024
 # A hostile or broken listing could name a file of any size: refuse past this before downloading it.
 MAX_FILE_BYTES = int(os.environ.get("KERNELHOOK_MAX_FILE_BYTES", str(64 * 1024**3)))
 
@@ -122,14 +119,17 @@ def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
 
 
 def _variant_names(listing: list[hub.ListingEntry]) -> list[str]:
-    return sorted({parts[1] for entry in listing if len(parts := entry.path.split("/")) > 2})
+    return sorted({split[0] for entry in listing if (split := split_build_path(entry.path))})
 
 
 def _variant_files(listing: list[hub.ListingEntry], variant: str) -> dict[str, hub.ListingEntry]:
-    prefix = f"build/{variant}/"
-    return {
-        check_relative_path(entry.path[len(prefix):]): entry for entry in listing if entry.path.startswith(prefix)
-    }
+    """{path below the variant folder: entry}, each path refused unless it stays inside the folder."""
+    files = {}
+    for entry in listing:
+        split = split_build_path(entry.path)
+        if split is not None and split[0] == variant:
+            files[check_relative_path(split[1])] = entry
+    return files
 
 
 def _ensure_object(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
@@ -162,7 +162,7 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
             with handle:
                 hub.download(repo, commit, entry.path, handle, entry.size)
                 handle.seek(0)
-                size, sha256, git_oid = _hashes(handle)
+                size, sha256, git_oid = hash_stream(handle)
             problem = _mismatch(entry, size, sha256, git_oid)
         except hub.HubError as exc:
             temp.unlink(missing_ok=True)
@@ -187,19 +187,6 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
     if entry.lfs_sha256 is None:
         store.remember_git_blob(entry.git_oid, sha256)
     return sha256
-
-
-def _hashes(handle) -> tuple[int, str, str]:
-    """Size, sha256 and git blob sha1 of a file, in one read."""
-    handle.seek(0, 2)
-    size = handle.tell()
-    handle.seek(0)
-    sha256 = hashlib.sha256()
-    git = hashlib.sha1(b"blob %d\0" % size)
-    while chunk := handle.read(_CHUNK):
-        sha256.update(chunk)
-        git.update(chunk)
-    return size, sha256.hexdigest(), git.hexdigest()
 
 
 def _mismatch(entry: hub.ListingEntry, size: int, sha256: str, git_oid: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The cache: the only module that writes under KERNELHOOK_CACHE.
+"""The content-addressed cache: the only module that writes under KERNELHOOK_CACHE.
 
 Layout (``v1/`` is the format version)::
 
@@ -34,23 +34,13 @@ import time
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from typing import NamedTuple
-
-from .errors import CacheError
+from ..errors import CacheError
+from ..files import write_atomic
+from ..repo import RepoAddress
 
 logger = logging.getLogger("kernelhook")
 
 FORMAT = "v1"
-
-
-class RepoAddress(NamedTuple):
-    """A Hub repo as the Hub knows it."""
-
-    repo_id: str
-    repo_type: str  # "kernel" or "model"
-
-    def __str__(self) -> str:
-        return self.repo_id if self.repo_type == "model" else f"{self.repo_id} (kernel repo)"
 
 
 def default_cache_dir() -> Path:
@@ -202,15 +192,7 @@ class Store:
 
     def _write_atomic(self, target: Path, data: bytes) -> None:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                _unlink_quietly(tmp)
-                raise
+            write_atomic(target, data)
         except OSError as exc:
             raise cache_error("write", target, exc) from exc
 

@@ -18,19 +18,19 @@ variant is hashed against the lock before anything of it executes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 from pathlib import Path
-
 from typing import NamedTuple
 
-from .errors import LockfileError, LockMismatchError
+from ..errors import LockfileError, LockMismatchError
+from ..files import file_digest
+from ..project import kernelhook_table, nearest
+from ..repo import split_build_path
 
 LOCK_NAME = "kernelhook.lock"
 FORMAT_VERSION = 1
-_CHUNK = 1024 * 1024
 
 
 class LockedKernel(NamedTuple):
@@ -63,28 +63,6 @@ def lock_in_effect() -> Lock | None:
     return _read_cached(path.resolve())
 
 
-def nearest(file_name: str) -> Path | None:
-    """The file of that name in the working directory or the closest folder above it."""
-    cwd = Path.cwd()
-    for folder in (cwd, *cwd.parents):
-        candidate = folder / file_name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_toml(path: Path) -> dict:
-    """A TOML file as a dict (tomllib, or tomli on Python 3.10); LockfileError when it cannot be read."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LockfileError(f"{path}: cannot read it as TOML ({exc}).") from exc
-
-
 _cache_lock = threading.Lock()
 _cache: dict = {}
 
@@ -115,7 +93,7 @@ def read_lock(path: Path) -> Lock:
 
 def read_requirements(pyproject: Path) -> dict[str, str]:
     """``[tool.kernelhook.kernels]`` of a pyproject.toml: {repo id: revision}."""
-    table = read_toml(pyproject).get("tool", {}).get("kernelhook", {}).get("kernels")
+    table = kernelhook_table(pyproject).get("kernels")
     if not isinstance(table, dict) or not table:
         raise LockfileError(
             f"{pyproject} has no [tool.kernelhook.kernels] table. Fix: add one line per kernel, "
@@ -146,11 +124,12 @@ def variants_from_listing(listing) -> dict:
     """{variant: {path below the variant: {"size", "sha256" | "git_sha1"}}} from a build/ listing."""
     variants: dict = {}
     for entry in listing:
-        parts = entry.path.split("/", 2)
-        if len(parts) < 3:
+        split = split_build_path(entry.path)
+        if split is None:
             continue
+        variant, relative = split
         digest = {"sha256": entry.lfs_sha256} if entry.lfs_sha256 else {"git_sha1": entry.git_oid}
-        variants.setdefault(parts[1], {})[parts[2]] = {"size": entry.size, **digest}
+        variants.setdefault(variant, {})[relative] = {"size": entry.size, **digest}
     return variants
 
 
@@ -181,11 +160,3 @@ def check_tree(locked: LockedKernel, variant: str, tree: Path) -> None:
                 f"Nothing from this variant was imported. Fix: `kernelhook cache verify --repair`, then load again."
             )
 
-
-def file_digest(path: Path, kind: str) -> str:
-    size = path.stat().st_size
-    h = hashlib.sha256() if kind == "sha256" else hashlib.sha1(b"blob %d\0" % size)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()

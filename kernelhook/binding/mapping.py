@@ -12,7 +12,11 @@ Inside such a block, ``register_kernel_mapping`` adds to that block's mapping.
 Registering another mode for a layer and device adds to the modes already
 registered there; registering the same mode again replaces that one entry.
 
-kernelhook ships one default, following the seed: RMSNorm on ``npu`` from
+Each entry remembers who put it there. The user's registrations are the user's
+choice of code. Entries a library offers on the user's behalf (``offer_kernel_mapping``:
+kernelhook's defaults, and any table an integration offers) are implicit: they
+never replace the user's, and kernelize loads them only from trusted orgs
+(trust.py). kernelhook offers one default: RMSNorm on ``npu`` from
 ``kernels-ext-npu/RMSNorm``.
 """
 
@@ -62,12 +66,18 @@ class Device:
         return None if p is None else (p.min_capability, p.max_capability)
 
 
-# layer name -> device type -> capability range (None: any) -> mode -> repository
-Table = dict[str, dict[str, dict[tuple | None, dict[Mode, LayerRepository]]]]
+class Entry(NamedTuple):
+    """One mapped repository and who registered it."""
+
+    repo: LayerRepository
+    offered_by: str | None = None  # None: the user; else the library that offered it ("kernelhook's defaults")
+
+
+# layer name -> device type -> capability range (None: any) -> mode -> entry
+Table = dict[str, dict[str, dict[tuple | None, dict[Mode, Entry]]]]
 
 DEFAULT_MAPPING = {"RMSNorm": {"npu": LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm")}}
-# Repositories the shipped defaults name: reached implicitly, so loaded only from trusted orgs (trust.py).
-SHIPPED: set[LayerRepository] = {r for per_device in DEFAULT_MAPPING.values() for r in per_device.values()}
+DEFAULTS_OFFERED_BY = "kernelhook's default mapping"
 
 _lock = threading.Lock()
 _base: Table = {}
@@ -75,7 +85,16 @@ _scoped: contextvars.ContextVar[Table | None] = contextvars.ContextVar("kernelho
 
 
 def register_kernel_mapping(mapping: dict, inherit_mapping: bool = True) -> None:
-    """Add a mapping (to the use_kernel_mapping block in effect, else process-wide)."""
+    """Add a mapping to the ``use_kernel_mapping`` block in effect, else process-wide.
+
+    Args:
+        mapping: ``{layer name: {device: repository or {Mode: repository}}}``; a device is a type
+            (``"npu"``) or a ``Device``; a repository a ``LayerRepository`` or ``"org/repo[@rev]:Layer"``.
+        inherit_mapping: False drops what was registered before (in that block, or process-wide).
+
+    Raises:
+        TypeError, ValueError, InvalidKernelName: the mapping is malformed; nothing was changed.
+    """
     entries = _entries(mapping)  # validate everything before changing anything
     scoped = _scoped.get()
     if scoped is not None:
@@ -85,9 +104,44 @@ def register_kernel_mapping(mapping: dict, inherit_mapping: bool = True) -> None
         _apply(_base, entries, inherit_mapping)
 
 
+def offer_kernel_mapping(mapping: dict, offered_by: str) -> None:
+    """Add a library's mapping process-wide, as implicit entries: they fill what the user has not
+    registered (replacing earlier offers), and kernelize loads them only from trusted orgs.
+
+    Raises the same errors as ``register_kernel_mapping``; nothing is changed then.
+    """
+    entries = _entries(mapping)
+    with _lock:
+        _apply(_base, entries, inherit=True, offered_by=offered_by)
+
+
+def withdraw_kernel_mapping(offered_by: str) -> None:
+    """Remove, process-wide, every entry ``offer_kernel_mapping`` added for ``offered_by``."""
+    with _lock:
+        for per_device in _base.values():
+            for ranges in per_device.values():
+                for modes in ranges.values():
+                    for mode in [m for m, entry in modes.items() if entry.offered_by == offered_by]:
+                        del modes[mode]
+        _prune(_base)
+
+
+def _prune(table: Table) -> None:
+    """Drop the levels left empty, so a withdrawn layer name or device reads as never mapped."""
+    for name, per_device in list(table.items()):
+        for device, ranges in list(per_device.items()):
+            for capability_range in [r for r, modes in ranges.items() if not modes]:
+                del ranges[capability_range]
+            if not ranges:
+                del per_device[device]
+        if not per_device:
+            del table[name]
+
+
 @contextlib.contextmanager
 def use_kernel_mapping(mapping: dict, *, inherit_mapping: bool = True):
-    """Within the block (this thread or task only), use ``mapping`` on top of, or instead of, the current one."""
+    """Within the block (this thread or asyncio task only), use ``mapping`` on top of, or instead of,
+    the current one. Raises like ``register_kernel_mapping`` on entry."""
     table = snapshot() if inherit_mapping else {}
     _apply(table, _entries(mapping), inherit=True)
     token = _scoped.set(table)
@@ -109,6 +163,7 @@ def snapshot() -> Table:
 class Selection(NamedTuple):
     repo: LayerRepository
     registered_for: Mode
+    offered_by: str | None  # None: the user's registration
 
 
 def select(table: Table, layer_name: str, device: str, capability: int | None, mode: Mode) -> Selection | str:
@@ -124,7 +179,8 @@ def select(table: Table, layer_name: str, device: str, capability: int | None, m
         return f"no mapping for {layer_name!r} on {device} covers compute capability {capability}"
     for wanted in MODE_PRIORITY[mode]:
         if wanted in modes:
-            return Selection(modes[wanted], wanted)
+            entry = modes[wanted]
+            return Selection(entry.repo, wanted, entry.offered_by)
     return f"no mapping for {layer_name!r} on {device} serves {mode} (registered: {_mode_names(modes)})"
 
 
@@ -161,12 +217,15 @@ def _modes(layer_name: str, value) -> dict[Mode, LayerRepository]:
     return modes
 
 
-def _apply(table: Table, entries, inherit: bool) -> None:
+def _apply(table: Table, entries, inherit: bool, offered_by: str | None = None) -> None:
     if not inherit:
         table.clear()
     for layer_name, device, modes in entries:
         by_range = table.setdefault(layer_name, {}).setdefault(device.type, {})
-        by_range.setdefault(device.capability_range, {}).update(modes)  # adds modes, never drops others
+        registered = by_range.setdefault(device.capability_range, {})
+        for mode, repo in modes.items():  # adds modes, never drops others
+            if offered_by is None or registered.get(mode, Entry(repo, offered_by)).offered_by is not None:
+                registered[mode] = Entry(repo, offered_by)  # an offer never replaces the user's entry
 
 
 def _copy(table: Table) -> Table:
@@ -180,4 +239,4 @@ def _mode_names(modes: dict) -> str:
     return ", ".join(str(m) for m in modes)
 
 
-register_kernel_mapping(DEFAULT_MAPPING)
+offer_kernel_mapping(DEFAULT_MAPPING, DEFAULTS_OFFERED_BY)

@@ -1,0 +1,43 @@
+"""The user's project, as kernelhook reads it: files found from the working directory upwards, and TOML.
+
+``pyproject.toml`` holds kernelhook's settings under ``[tool.kernelhook]``
+(the kernels to lock, extra trusted orgs); ``kernelhook.lock`` sits beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import LockfileError
+
+
+def nearest(file_name: str) -> Path | None:
+    """The file of that name in the working directory or the closest folder above it, or None."""
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        candidate = folder / file_name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file as a dict (tomllib, or tomli on Python 3.10).
+
+    Raises:
+        LockfileError: the file cannot be read or is not TOML.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LockfileError(f"{path}: cannot read it as TOML ({exc}).") from exc
+
+
+def kernelhook_table(pyproject: Path) -> dict:
+    """``[tool.kernelhook]`` of a pyproject.toml ({} when absent). Raises LockfileError like read_toml."""
+    table = read_toml(pyproject).get("tool", {}).get("kernelhook", {})
+    return table if isinstance(table, dict) else {}
