@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from ._faults import send_body, shape
-from ._routes import HubError, Response, apply_range, json_response, route
+from .faults import send_body, shape
+from .routes import HubError, Response, apply_range, json_response, route
 
 if TYPE_CHECKING:
-    from .hub import LocalHub
+    from .localhub import LocalHub
 
 logger = logging.getLogger("kernelhook.testing")
 
@@ -32,7 +32,7 @@ class RequestRecord:
     fault: bool = False  # an injected fault (hub.inject) shaped this response
 
 
-class _Handler(BaseHTTPRequestHandler):
+class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
     disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms per request
     server_version = "kernelhook-localhub/1"
@@ -87,13 +87,13 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("local hub: " + format, *args)
 
 
-class _Server(ThreadingHTTPServer):
+class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
     # Idle keep-alive connections would block server_close(); stop_server closes them itself.
     block_on_close = False
 
     def __init__(self, address, hub: "LocalHub") -> None:
-        super().__init__(address, _Handler)
+        super().__init__(address, RequestHandler)
         self.hub = hub
         self._live: dict[socket.socket, threading.Thread] = {}
         self._live_lock = threading.Lock()
@@ -132,15 +132,15 @@ def _hang_up(conn: socket.socket) -> None:
         pass
 
 
-def start_server(hub: "LocalHub", host: str, port: int) -> tuple[_Server, threading.Thread]:
-    server = _Server((host, port), hub)
+def start_server(hub: "LocalHub", host: str, port: int) -> tuple[LoopbackServer, threading.Thread]:
+    server = LoopbackServer((host, port), hub)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name=f"localhub-{server.server_address[1]}", daemon=True)
     thread.start()
     return server, thread
 
 
-def stop_server(server: _Server, thread: threading.Thread | None) -> None:
+def stop_server(server: LoopbackServer, thread: threading.Thread | None) -> None:
     server.shutdown()
     handlers = server.close_connections()
     server.server_close()

@@ -20,11 +20,11 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from ._routes import HubError, Response, json_response
-from .hub import DEFAULT_LFS_PATTERNS, REPO_TYPES
+from .routes import HubError, Response, json_response
+from .localhub import DEFAULT_LFS_PATTERNS, REPO_TYPES
 
 if TYPE_CHECKING:
-    from .hub import LocalHub, _Repo
+    from .localhub import LocalHub, _Repo
 
 # What the new repo's first commit holds: the patterns this hub really stores through LFS.
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in DEFAULT_LFS_PATTERNS)

@@ -22,9 +22,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from ._faults import Fault, FaultInjection, FaultSet
-from ._git import GitRepo, Snapshot, build_snapshot, lfs_pointer
-from ._server import RequestRecord, start_server, stop_server
+from .faults import Fault, FaultInjection, FaultSet
+from .git import GitRepo, Snapshot, build_snapshot, lfs_pointer
+from .server import RequestRecord, start_server, stop_server
 
 logger = logging.getLogger("kernelhook.testing")
 

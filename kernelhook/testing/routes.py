@@ -3,7 +3,7 @@
 Response shapes follow what `huggingface_hub` 2.4 parses (hf_api.py,
 file_download.py, utils/_http.py): error codes travel in `X-Error-Code`, file
 metadata in `X-Repo-Commit`, `ETag`, `X-Linked-Etag` and `X-Linked-Size`.
-The write endpoints (repo and branch creation, preupload, commit) are in _upload.py.
+The write endpoints (repo and branch creation, preupload, commit) are in upload.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote
 
 if TYPE_CHECKING:
-    from .hub import LocalHub
+    from .localhub import LocalHub
 
 _API_TYPES = {"models": "model", "kernels": "kernel"}
 
@@ -73,9 +73,9 @@ def _route_api(hub: "LocalHub", method: str, segs: list[str], params: dict, form
         return json_response({"name": org, "fullname": org, "avatarUrl": "", "type": "org",
                               "isVerified": False, "isFollowing": False, "trustedKernelPublisher": True})
     if method == "POST" and segs in (["repos", "create"], ["validate-yaml"]):
-        from . import _upload  # imported here: it builds on this module
+        from . import upload  # imported here: it builds on this module
 
-        return _upload.route_top(hub, segs[-1], form)
+        return upload.route_top(hub, segs[-1], form)
     if len(segs) < 3 or segs[0] not in _API_TYPES:
         raise HubError(404, None, f"no API route /api/{'/'.join(segs)}")
     repo_type, repo_id, rest = _API_TYPES[segs[0]], f"{unquote(segs[1])}/{unquote(segs[2])}", segs[3:]
@@ -96,9 +96,9 @@ def _route_api(hub: "LocalHub", method: str, segs: list[str], params: dict, form
     if method == "POST" and action == "paths-info" and len(rest) == 2:
         return _paths_info(hub, repo, rev, parse_qs(form.decode(errors="replace")))
     if method == "POST" and action in ("branch", "preupload", "commit") and len(rest) == 2:
-        from . import _upload
+        from . import upload
 
-        return _upload.route_repo(hub, repo, action, rev, params, form)
+        return upload.route_repo(hub, repo, action, rev, params, form)
     raise HubError(404, None, f"no API route {method} /api/{'/'.join(segs)}")
 
 

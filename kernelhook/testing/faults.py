@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._routes import Response
+from .routes import Response
 
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler
