@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .routes import Response
+from .responses import Response
 
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler

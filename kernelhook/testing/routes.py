@@ -8,41 +8,16 @@ The write endpoints (repo and branch creation, preupload, commit) are in upload.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote
+
+from .responses import ErrorResponse, Response, json_response
 
 if TYPE_CHECKING:
     from .localhub import LocalHub
 
 _API_TYPES = {"models": "model", "kernels": "kernel"}
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class HubError(Exception):
-    """An error the Hub reports with an `X-Error-Code`, which the client maps to an exception."""
-
-    def __init__(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.response = json_response({"error": message}, status)
-        self.response.headers.update(headers or {})
-        if code:
-            # Header values must be latin-1; a unicode file name would otherwise break the response.
-            header_message = message.encode("ascii", "backslashreplace").decode("ascii")
-            self.response.headers.update({"X-Error-Code": code, "X-Error-Message": header_message})
-
-
-def json_response(obj, status: int = 200) -> Response:
-    body = json.dumps(obj, separators=(",", ":")).encode()
-    return Response(status, body, {"Content-Type": "application/json; charset=utf-8"})
 
 
 def _iso(timestamp: int) -> str:
@@ -61,7 +36,7 @@ def route(hub: "LocalHub", method: str, path: str, query: str, form: bytes) -> R
             return _resolve_file(hub, "model", segs[:2], segs[3], segs[4:])
         if len(segs) >= 6 and segs[0] == "kernels" and segs[3] == "resolve":
             return _resolve_file(hub, "kernel", segs[1:3], segs[4], segs[5:])
-    raise HubError(404, None, f"no route for {method} {path}")
+    raise ErrorResponse(404, None, f"no route for {method} {path}")
 
 
 def _route_api(hub: "LocalHub", method: str, segs: list[str], params: dict, form: bytes) -> Response:
@@ -77,11 +52,11 @@ def _route_api(hub: "LocalHub", method: str, segs: list[str], params: dict, form
 
         return upload.route_top(hub, segs[-1], form)
     if len(segs) < 3 or segs[0] not in _API_TYPES:
-        raise HubError(404, None, f"no API route /api/{'/'.join(segs)}")
+        raise ErrorResponse(404, None, f"no API route /api/{'/'.join(segs)}")
     repo_type, repo_id, rest = _API_TYPES[segs[0]], f"{unquote(segs[1])}/{unquote(segs[2])}", segs[3:]
     repo = hub._lookup(repo_type, repo_id)
     if repo is None:
-        raise HubError(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
+        raise ErrorResponse(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
     action, rev = (rest[0] if rest else ""), unquote("/".join(rest[1:2]))
     if method == "GET" and action == "":
         return _repo_info(hub, repo, "main", params)
@@ -99,13 +74,13 @@ def _route_api(hub: "LocalHub", method: str, segs: list[str], params: dict, form
         from . import upload
 
         return upload.route_repo(hub, repo, action, rev, params, form)
-    raise HubError(404, None, f"no API route {method} /api/{'/'.join(segs)}")
+    raise ErrorResponse(404, None, f"no API route {method} /api/{'/'.join(segs)}")
 
 
 def _commit_for(hub: "LocalHub", repo, rev: str) -> str:
     sha = hub._resolve(repo, rev)
     if sha is None:
-        raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        raise ErrorResponse(404, "RevisionNotFound", f"Invalid rev id: {rev}")
     return sha
 
 
@@ -166,7 +141,7 @@ def _tree(hub: "LocalHub", repo, rev: str, path: str, params: dict, api_path: st
     path = path.strip("/")
     if path and (path not in snap.entries or snap.entries[path].kind != "directory"):
         # A file path is an error too; HfFileSystem relies on that to tell files from folders.
-        raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}", {"X-Repo-Commit": sha})
+        raise ErrorResponse(404, "EntryNotFound", f"{path} does not exist on {rev}", {"X-Repo-Commit": sha})
     entries = [_entry_json(e) for e in snap.walk(path, _flag(params, "recursive"))]
     return _paginate(entries, params, api_path)
 
@@ -209,13 +184,13 @@ def _resolve_file(hub: "LocalHub", repo_type: str, owner: list[str], rev: str, p
     repo_id = "/".join(unquote(s) for s in owner)
     repo = hub._lookup(repo_type, repo_id)
     if repo is None:
-        raise HubError(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
+        raise ErrorResponse(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
     rev, filename = unquote(rev), unquote("/".join(path))
     sha = _commit_for(hub, repo, rev)
     snap = hub._snapshot(repo, sha)
     entry = snap.entries.get(filename)
     if entry is None or entry.kind != "file":
-        raise HubError(404, "EntryNotFound", f"{filename} does not exist on {rev}", {"X-Repo-Commit": sha})
+        raise ErrorResponse(404, "EntryNotFound", f"{filename} does not exist on {rev}", {"X-Repo-Commit": sha})
     headers = {"X-Repo-Commit": sha, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
     if entry.lfs is None:
         headers["ETag"] = f'"{entry.oid}"'
@@ -223,19 +198,3 @@ def _resolve_file(hub: "LocalHub", repo_type: str, owner: list[str], rev: str, p
         etag = f'"{entry.lfs.sha256}"'
         headers.update({"ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(entry.lfs.size)})
     return Response(200, hub._content(repo, snap, filename), headers)
-
-
-def apply_range(resp: Response, header: str | None) -> Response:
-    """Serve `Range: bytes=a-b` (one range), the way resumed downloads ask."""
-    if resp.status != 200 or not header or not header.startswith("bytes=") or "," in header:
-        return resp
-    size, (first, _, last) = len(resp.body), header[len("bytes="):].strip().partition("-")
-    try:
-        start = size - int(last) if first == "" else int(first)
-        end = size - 1 if first == "" or last == "" else min(int(last), size - 1)
-    except ValueError:
-        return resp
-    if start < 0 or start >= size or end < start:
-        return Response(416, b"", {**resp.headers, "Content-Range": f"bytes */{size}"})
-    resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return Response(206, resp.body[start:end + 1], resp.headers)

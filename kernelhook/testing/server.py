@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 from .faults import send_body, shape
-from .routes import HubError, Response, apply_range, json_response, route
+from .responses import ErrorResponse, Response, apply_range, json_response
+from .routes import route
 
 if TYPE_CHECKING:
     from .localhub import LocalHub
@@ -77,7 +78,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _respond(self, hub: "LocalHub", path: str, query: str, form: bytes) -> Response:
         try:
             return apply_range(route(hub, self.command, path, query, form), self.headers.get("Range"))
-        except HubError as err:
+        except ErrorResponse as err:
             return err.response
         except Exception:
             logger.exception("local hub failed on %s %s", self.command, self.path)

@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from .routes import HubError, Response, json_response
+from .responses import ErrorResponse, Response, json_response
 from .localhub import DEFAULT_LFS_PATTERNS, REPO_TYPES
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def route_repo(hub: "LocalHub", repo: "_Repo", action: str, rev: str, params: di
     """POST /api/{type}s/{org}/{name}/{branch|preupload|commit}/{rev}."""
     if params.get("create_pr", ["0"])[-1] in ("1", "true"):
         # Committing to the branch instead would silently do something else than asked.
-        raise HubError(400, None, "the local hub does not open pull requests")
+        raise ErrorResponse(400, None, "the local hub does not open pull requests")
     if action == "branch":
         return _create_branch(hub, repo, rev, _json(body) if body else {})
     if action == "preupload":
@@ -55,13 +55,13 @@ def route_repo(hub: "LocalHub", repo: "_Repo", action: str, rev: str, params: di
 def _create_repo(hub: "LocalHub", payload: dict) -> Response:
     repo_type = payload.get("type") or "model"
     if repo_type not in REPO_TYPES:
-        raise HubError(400, None, f"the local hub serves model and kernel repos, not {repo_type!r}")
+        raise ErrorResponse(400, None, f"the local hub serves model and kernel repos, not {repo_type!r}")
     name, org = payload.get("name"), payload.get("organization")
     repo_id = f"{org}/{name}" if org else str(name)  # older clients sent the full id as the name
     try:
         hub._make_repo(repo_type, repo_id)  # validates the id
     except ValueError as exc:
-        raise HubError(400, None, str(exc)) from None
+        raise ErrorResponse(400, None, str(exc)) from None
     url = _repo_url(hub, repo_type, repo_id)
     with hub._lock:
         if hub._lookup(repo_type, repo_id) is not None:
@@ -75,14 +75,14 @@ def _create_repo(hub: "LocalHub", payload: dict) -> Response:
 
 def _create_branch(hub: "LocalHub", repo: "_Repo", branch: str, payload: dict) -> Response:
     if not _valid_branch(repo, branch):
-        raise HubError(400, None, f"Invalid reference for a branch: {branch}")
+        raise ErrorResponse(400, None, f"Invalid reference for a branch: {branch}")
     start = payload.get("startingPoint") or "main"
     with hub._lock:
         if f"refs/heads/{branch}" in hub._refs(repo):
-            raise HubError(409, None, f"Reference already exists: refs/heads/{branch}")
+            raise ErrorResponse(409, None, f"Reference already exists: refs/heads/{branch}")
         sha = hub._resolve(repo, str(start))
         if sha is None:
-            raise HubError(404, "RevisionNotFound", f"Invalid rev id: {start}")
+            raise ErrorResponse(404, "RevisionNotFound", f"Invalid rev id: {start}")
         hub.set_branch(repo.repo_id, branch, sha, repo_type=repo.repo_type)
     return json_response({})
 
@@ -99,7 +99,7 @@ def _branch_head(hub: "LocalHub", repo: "_Repo", rev: str) -> str | None:
     refs = hub._refs(repo)
     head = refs.get(f"refs/heads/{rev}")
     if head is None and not (rev == "main" and not any(r.startswith("refs/heads/") for r in refs)):
-        raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        raise ErrorResponse(404, "RevisionNotFound", f"Invalid rev id: {rev}")
     return head
 
 
@@ -109,7 +109,7 @@ def _preupload(hub: "LocalHub", repo: "_Repo", rev: str, payload: dict) -> Respo
     files = payload.get("files")
     if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str)
                                               for f in files):
-        raise HubError(400, None, "preupload wants {'files': [{'path': ..., 'sample': ..., 'size': ...}]}")
+        raise ErrorResponse(400, None, "preupload wants {'files': [{'path': ..., 'sample': ..., 'size': ...}]}")
     head = _branch_head(hub, repo, rev)
     snap = hub._snapshot(repo, head) if head else None
     answers = []
@@ -140,13 +140,13 @@ def _commit(hub: "LocalHub", repo: "_Repo", rev: str, body: bytes) -> Response:
         head = _branch_head(hub, repo, rev)
         parent = header.get("parentCommit")
         if parent and not (head or "").startswith(str(parent)):
-            raise HubError(412, None, "A commit has happened since. Please refresh and try again.")
+            raise ErrorResponse(412, None, "A commit has happened since. Please refresh and try again.")
         _check_deletions(hub, repo, head, deletions)
         try:
             sha = hub.commit(repo.repo_id, files, repo_type=repo.repo_type, branch=rev, message=message,
                              delete=[path for path, _ in deletions])
         except ValueError as exc:  # a path no repo may hold
-            raise HubError(400, None, str(exc)) from None
+            raise ErrorResponse(400, None, str(exc)) from None
     url = f"{_repo_url(hub, repo.repo_type, repo.repo_id)}/commit/{sha}"
     return json_response({"success": True, "commitOid": sha, "commitUrl": url, "hookOutput": ""})
 
@@ -160,7 +160,7 @@ def _parse_commit(body: bytes) -> tuple[dict, dict[str, bytes], list[tuple[str, 
         item = _json(line)
         key, value = item.get("key"), item.get("value")
         if not isinstance(value, dict):
-            raise HubError(400, None, f"commit line {key!r} has no value object")
+            raise ErrorResponse(400, None, f"commit line {key!r} has no value object")
         if key == "header":
             header = value
         elif key == "file":
@@ -168,11 +168,11 @@ def _parse_commit(body: bytes) -> tuple[dict, dict[str, bytes], list[tuple[str, 
         elif key in ("deletedFile", "deletedFolder"):
             deletions.append((_path(value).rstrip("/"), key == "deletedFolder"))
         elif key == "lfsFile":
-            raise HubError(400, None, "the local hub takes contents inline: preupload said 'regular'")
+            raise ErrorResponse(400, None, "the local hub takes contents inline: preupload said 'regular'")
         else:
-            raise HubError(400, None, f"unknown commit operation {key!r}")
+            raise ErrorResponse(400, None, f"unknown commit operation {key!r}")
     if header is None or not isinstance(header.get("summary"), str) or not header["summary"]:
-        raise HubError(400, None, "the commit has no header with a summary")
+        raise ErrorResponse(400, None, "the commit has no header with a summary")
     return header, files, deletions
 
 
@@ -184,19 +184,19 @@ def _check_deletions(hub: "LocalHub", repo: "_Repo", head: str | None,
         if entry is None or entry.kind != ("directory" if folder else "file"):
             what = "folder" if folder else "file"
             # The client adds its is_folder hint when it sees this very wording.
-            raise HubError(404, "EntryNotFound", f"A {what} with this name doesn't exist: {path}")
+            raise ErrorResponse(404, "EntryNotFound", f"A {what} with this name doesn't exist: {path}")
 
 
 def _decode(value: dict) -> bytes:
     content, encoding = value.get("content"), value.get("encoding", "base64")
     if not isinstance(content, str) or encoding not in ("base64", "utf-8"):
-        raise HubError(400, None, f"file {value.get('path')!r} needs string content, base64 or utf-8")
+        raise ErrorResponse(400, None, f"file {value.get('path')!r} needs string content, base64 or utf-8")
     if encoding == "utf-8":
         return content.encode()
     try:
         return base64.b64decode(content, validate=True)
     except binascii.Error as exc:
-        raise HubError(400, None, f"file {value.get('path')!r}: bad base64 ({exc})") from None
+        raise ErrorResponse(400, None, f"file {value.get('path')!r}: bad base64 ({exc})") from None
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -205,16 +205,16 @@ def _json(data: bytes) -> dict:
     try:
         obj = json.loads(data or b"{}")
     except ValueError as exc:
-        raise HubError(400, None, f"the body is not JSON ({exc})") from None
+        raise ErrorResponse(400, None, f"the body is not JSON ({exc})") from None
     if not isinstance(obj, dict):
-        raise HubError(400, None, "the body must be a JSON object")
+        raise ErrorResponse(400, None, "the body must be a JSON object")
     return obj
 
 
 def _path(value: dict) -> str:
     path = value.get("path")
     if not isinstance(path, str) or not path:
-        raise HubError(400, None, "a commit operation has no path")
+        raise ErrorResponse(400, None, "a commit operation has no path")
     return path
 
 
