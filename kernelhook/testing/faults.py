@@ -26,7 +26,7 @@ from .responses import Response
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler
 
-__all__ = ["Fault", "FaultInjection", "FaultSet"]
+__all__ = ["Fault", "FaultSet", "send_body", "shape"]
 
 # SO_LINGER on, timeout 0: close() then sends RST instead of FIN, dropping unsent data.
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -97,31 +97,6 @@ class FaultSet:
                     fault.used += 1
                     return fault
         return None
-
-
-class FaultInjection:
-    """The public half, mixed into LocalHub (which creates `self._faults`)."""
-
-    _faults: FaultSet
-
-    def inject(self, path_contains: str, *, method: str | None = "GET", times: int | None = 1,
-               status: int | None = None, retry_after: float | None = None, headers: dict | None = None,
-               body: bytes | None = None, delay_s: float = 0.0, truncate_to: int | None = None,
-               reset_after: int | None = None, chunk_size: int | None = None,
-               chunk_delay_s: float = 0.0) -> Fault:
-        """Misbehave on the next `times` matching requests (None: until clear_faults()).
-
-        `status` answers an error instead of the real response; `body` alone swaps the real
-        body; `truncate_to` / `reset_after` end the body early with a FIN / RST; `chunk_size`
-        with `chunk_delay_s` trickles it out; `delay_s` stalls before anything is sent.
-        """
-        fault = Fault(path_contains, method, times, status, retry_after, dict(headers or {}),
-                      None if body is None else bytes(body), delay_s, truncate_to, reset_after,
-                      chunk_size, chunk_delay_s)
-        return self._faults.add(fault)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
 
 
 # -- applying a fault, called by the request handler ---------------------------

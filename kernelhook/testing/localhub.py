@@ -22,9 +22,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from .faults import Fault, FaultInjection, FaultSet
+from .faults import Fault, FaultSet
 from .git import GitRepo, Snapshot, build_snapshot, lfs_pointer
-from .server import RequestRecord, start_server, stop_server
+from .responses import Response
+from .routes import route
+from .server import RequestLog, RequestRecord, start_server, stop_server
 
 logger = logging.getLogger("kernelhook.testing")
 
@@ -51,15 +53,15 @@ class _Repo:
         return os.path.join(self.lfs_dir, sha256[:2], sha256[2:4], sha256)
 
 
-class LocalHub(FaultInjection):
+class LocalHub:
     """A loopback Hugging Face Hub serving git-backed model and kernel repos; inject() makes it misbehave."""
 
     def __init__(self, root: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.host, self.port = host, port
         self.url = ""
-        self.requests: list[RequestRecord] = []
-        self._requests_lock = threading.Lock()
+        self._log = RequestLog()
+        self.requests: list[RequestRecord] = self._log.records
         # Re-entrant: commit() reads snapshots, which take the lock to fill caches.
         self._lock = threading.RLock()
         self._repos: dict[tuple[str, str], _Repo] = {}
@@ -76,7 +78,7 @@ class LocalHub(FaultInjection):
     def start(self) -> "LocalHub":
         if self._server is None:
             os.makedirs(self.root, exist_ok=True)
-            self._server, self._thread = start_server(self, self.host, self.port)
+            self._server, self._thread = start_server(self.host, self.port, self._respond, self._faults, self._log)
             host, port = self._server.server_address[:2]
             self.url = f"http://{host}:{port}"
             logger.debug("local hub serving %s from %s", self.url, self.root)
@@ -100,20 +102,35 @@ class LocalHub(FaultInjection):
 
     # -- request log ---------------------------------------------------------
 
-    def _record(self, record: RequestRecord) -> None:
-        with self._requests_lock:
-            self.requests.append(record)
-
     def clear_requests(self) -> None:
-        with self._requests_lock:
-            self.requests.clear()
+        self._log.clear()
 
     def count(self, method: str | None = None, path_contains: str | None = None) -> int:
-        with self._requests_lock:
-            records = list(self.requests)
-        return sum(1 for r in records
-                   if (method is None or r.method == method.upper())
-                   and (path_contains is None or path_contains in r.path))
+        return self._log.count(method, path_contains)
+
+    # -- faults ----------------------------------------------------------------
+
+    def inject(self, path_contains: str, *, method: str | None = "GET", times: int | None = 1,
+               status: int | None = None, retry_after: float | None = None, headers: dict | None = None,
+               body: bytes | None = None, delay_s: float = 0.0, truncate_to: int | None = None,
+               reset_after: int | None = None, chunk_size: int | None = None,
+               chunk_delay_s: float = 0.0) -> Fault:
+        """Misbehave on the next `times` matching requests (None: until clear_faults()).
+
+        `status` answers an error instead of the real response; `body` alone swaps the real
+        body; `truncate_to` / `reset_after` end the body early with a FIN / RST; `chunk_size`
+        with `chunk_delay_s` trickles it out; `delay_s` stalls before anything is sent.
+        """
+        fault = Fault(path_contains, method, times, status, retry_after, dict(headers or {}),
+                      None if body is None else bytes(body), delay_s, truncate_to, reset_after,
+                      chunk_size, chunk_delay_s)
+        return self._faults.add(fault)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def _respond(self, method: str, path: str, query: str, form: bytes) -> Response:
+        return route(self, method, path, query, form)
 
     # -- repositories --------------------------------------------------------
 
