@@ -64,6 +64,7 @@ class Fault:
             raise ValueError("delays must not be negative")
 
     def matches(self, method: str, path: str) -> bool:
+        """Return True if this fault has uses left and applies to a request with this method and path."""
         return ((self.method is None or self.method == method) and self.path_contains in path
                 and (self.times is None or self.used < self.times))
 
@@ -81,11 +82,13 @@ class FaultSet:
         self._lock = threading.Lock()
 
     def add(self, fault: Fault) -> Fault:
+        """Append `fault` and return it; raises nothing."""
         with self._lock:
             self._faults.append(fault)
         return fault
 
     def clear(self) -> None:
+        """Remove every fault; raises nothing."""
         with self._lock:
             self._faults.clear()
 
@@ -102,7 +105,10 @@ class FaultSet:
 # -- applying a fault, called by the request handler ---------------------------
 
 def shape(fault: Fault, real: Response | None) -> Response:
-    """The response a fault sends in place of `real` (None when the real one was never built)."""
+    """The response a fault sends in place of `real` (None when the real one was never built).
+
+    Returns a new Response; `real` is left as it was. Raises nothing.
+    """
     if fault.status is not None:
         default = fault.body is None
         body = json.dumps({"error": "injected"}).encode() if default else fault.body
@@ -119,7 +125,10 @@ def shape(fault: Fault, real: Response | None) -> Response:
 
 def send_body(handler: "BaseHTTPRequestHandler", body: bytes, fault: Fault | None,
               stopping: threading.Event) -> None:
-    """Write the body as the fault says; the headers (full Content-Length) are already out."""
+    """Write the body as the fault says; the headers (full Content-Length) are already out.
+
+    Returns None; raises OSError when the client has gone away.
+    """
     if fault is None:
         if body:
             handler.wfile.write(body)

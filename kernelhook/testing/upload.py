@@ -28,7 +28,10 @@ GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in DE
 
 
 def route_top(store: RepoStore, base_url: str, what: str, body: bytes) -> Response:
-    """POST /api/repos/create and /api/validate-yaml."""
+    """POST /api/repos/create and /api/validate-yaml: returns the answer (409 for an existing repo).
+
+    Raises ErrorResponse (400) for a body that is not a JSON object, an unknown type or a malformed id.
+    """
     if what == "validate-yaml":
         # Any metadata is fine here; the client reads warnings and errors from a JSON body.
         return json_response({"errors": [], "warnings": []})
@@ -37,7 +40,11 @@ def route_top(store: RepoStore, base_url: str, what: str, body: bytes) -> Respon
 
 def route_repo(store: RepoStore, base_url: str, repo: Repo, action: str, rev: str, params: dict,
                body: bytes) -> Response:
-    """POST /api/{type}s/{org}/{name}/{branch|preupload|commit}/{rev}."""
+    """POST /api/{type}s/{org}/{name}/{branch|preupload|commit}/{rev}: returns the answer.
+
+    Raises ErrorResponse for what the Hub refuses: a malformed body (400), an unknown revision
+    (404), an existing branch (409) or a stale parent commit (412).
+    """
     if params.get("create_pr", ["0"])[-1] in ("1", "true"):
         # Committing to the branch instead would silently do something else than asked.
         raise ErrorResponse(400, None, "the local hub does not open pull requests")
