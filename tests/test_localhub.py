@@ -311,7 +311,7 @@ def test_stop_is_prompt_and_idempotent(tmp_path):
 
 
 def test_keep_alive_connections_send_without_nagle_delay(hub, api):
-    from kernelhook.testing._server import _Handler
+    from kernelhook.testing.server import RequestHandler as _Handler
 
     # Nagle plus delayed ACKs would add ~40 ms to every keep-alive request (DESIGN.md).
     assert _Handler.disable_nagle_algorithm is True and _Handler.protocol_version == "HTTP/1.1"

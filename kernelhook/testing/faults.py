@@ -21,12 +21,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._routes import Response
+from .responses import Response
 
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler
 
-__all__ = ["Fault", "FaultInjection", "FaultSet"]
+__all__ = ["Fault", "FaultSet", "send_body", "shape"]
 
 # SO_LINGER on, timeout 0: close() then sends RST instead of FIN, dropping unsent data.
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -64,6 +64,7 @@ class Fault:
             raise ValueError("delays must not be negative")
 
     def matches(self, method: str, path: str) -> bool:
+        """Return True if this fault has uses left and applies to a request with this method and path."""
         return ((self.method is None or self.method == method) and self.path_contains in path
                 and (self.times is None or self.used < self.times))
 
@@ -81,11 +82,13 @@ class FaultSet:
         self._lock = threading.Lock()
 
     def add(self, fault: Fault) -> Fault:
+        """Append `fault` and return it; raises nothing."""
         with self._lock:
             self._faults.append(fault)
         return fault
 
     def clear(self) -> None:
+        """Remove every fault; raises nothing."""
         with self._lock:
             self._faults.clear()
 
@@ -99,35 +102,13 @@ class FaultSet:
         return None
 
 
-class FaultInjection:
-    """The public half, mixed into LocalHub (which creates `self._faults`)."""
-
-    _faults: FaultSet
-
-    def inject(self, path_contains: str, *, method: str | None = "GET", times: int | None = 1,
-               status: int | None = None, retry_after: float | None = None, headers: dict | None = None,
-               body: bytes | None = None, delay_s: float = 0.0, truncate_to: int | None = None,
-               reset_after: int | None = None, chunk_size: int | None = None,
-               chunk_delay_s: float = 0.0) -> Fault:
-        """Misbehave on the next `times` matching requests (None: until clear_faults()).
-
-        `status` answers an error instead of the real response; `body` alone swaps the real
-        body; `truncate_to` / `reset_after` end the body early with a FIN / RST; `chunk_size`
-        with `chunk_delay_s` trickles it out; `delay_s` stalls before anything is sent.
-        """
-        fault = Fault(path_contains, method, times, status, retry_after, dict(headers or {}),
-                      None if body is None else bytes(body), delay_s, truncate_to, reset_after,
-                      chunk_size, chunk_delay_s)
-        return self._faults.add(fault)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-
 # -- applying a fault, called by the request handler ---------------------------
 
 def shape(fault: Fault, real: Response | None) -> Response:
-    """The response a fault sends in place of `real` (None when the real one was never built)."""
+    """The response a fault sends in place of `real` (None when the real one was never built).
+
+    Returns a new Response; `real` is left as it was. Raises nothing.
+    """
     if fault.status is not None:
         default = fault.body is None
         body = json.dumps({"error": "injected"}).encode() if default else fault.body
@@ -144,7 +125,10 @@ def shape(fault: Fault, real: Response | None) -> Response:
 
 def send_body(handler: "BaseHTTPRequestHandler", body: bytes, fault: Fault | None,
               stopping: threading.Event) -> None:
-    """Write the body as the fault says; the headers (full Content-Length) are already out."""
+    """Write the body as the fault says; the headers (full Content-Length) are already out.
+
+    Returns None; raises OSError when the client has gone away.
+    """
     if fault is None:
         if body:
             handler.wfile.write(body)

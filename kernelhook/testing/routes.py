@@ -3,46 +3,21 @@
 Response shapes follow what `huggingface_hub` 2.4 parses (hf_api.py,
 file_download.py, utils/_http.py): error codes travel in `X-Error-Code`, file
 metadata in `X-Repo-Commit`, `ETag`, `X-Linked-Etag` and `X-Linked-Size`.
-The write endpoints (repo and branch creation, preupload, commit) are in _upload.py.
+The write endpoints (repo and branch creation, preupload, commit) are in upload.py;
+route() dispatches to them. Repos are read through the RepoStore's public interface.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote
 
-if TYPE_CHECKING:
-    from .hub import LocalHub
+from . import upload
+from .git import Entry
+from .repos import Repo, RepoStore
+from .responses import ErrorResponse, Response, json_response
 
 _API_TYPES = {"models": "model", "kernels": "kernel"}
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class HubError(Exception):
-    """An error the Hub reports with an `X-Error-Code`, which the client maps to an exception."""
-
-    def __init__(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.response = json_response({"error": message}, status)
-        self.response.headers.update(headers or {})
-        if code:
-            # Header values must be latin-1; a unicode file name would otherwise break the response.
-            header_message = message.encode("ascii", "backslashreplace").decode("ascii")
-            self.response.headers.update({"X-Error-Code": code, "X-Error-Message": header_message})
-
-
-def json_response(obj, status: int = 200) -> Response:
-    body = json.dumps(obj, separators=(",", ":")).encode()
-    return Response(status, body, {"Content-Type": "application/json; charset=utf-8"})
 
 
 def _iso(timestamp: int) -> str:
@@ -51,20 +26,26 @@ def _iso(timestamp: int) -> str:
 
 # -- routing -------------------------------------------------------------------
 
-def route(hub: "LocalHub", method: str, path: str, query: str, form: bytes) -> Response:
+def route(store: RepoStore, base_url: str, method: str, path: str, query: str, form: bytes) -> Response:
+    """Answer one request (`path` still URL-quoted, `form` the request body) from `store`.
+
+    `base_url` is the hub's own address, for links in answers. Returns the answer;
+    raises ErrorResponse for what the Hub answers with an error (404 for unknown routes).
+    """
     segs = path.split("/")[1:]
     params = parse_qs(query)
     if segs[:1] == ["api"]:
-        return _route_api(hub, method, segs[1:], params, form)
+        return _route_api(store, base_url, method, segs[1:], params, form)
     if method in ("GET", "HEAD"):
         if len(segs) >= 5 and segs[2] == "resolve":
-            return _resolve_file(hub, "model", segs[:2], segs[3], segs[4:])
+            return _resolve_file(store, "model", segs[:2], segs[3], segs[4:])
         if len(segs) >= 6 and segs[0] == "kernels" and segs[3] == "resolve":
-            return _resolve_file(hub, "kernel", segs[1:3], segs[4], segs[5:])
-    raise HubError(404, None, f"no route for {method} {path}")
+            return _resolve_file(store, "kernel", segs[1:3], segs[4], segs[5:])
+    raise ErrorResponse(404, None, f"no route for {method} {path}")
 
 
-def _route_api(hub: "LocalHub", method: str, segs: list[str], params: dict, form: bytes) -> Response:
+def _route_api(store: RepoStore, base_url: str, method: str, segs: list[str], params: dict,
+               form: bytes) -> Response:
     if segs == ["agent-harnesses"]:
         return json_response({"standardEnvVars": [], "harnesses": {}})
     if len(segs) == 3 and segs[0] == "organizations" and segs[2] == "overview":
@@ -73,39 +54,35 @@ def _route_api(hub: "LocalHub", method: str, segs: list[str], params: dict, form
         return json_response({"name": org, "fullname": org, "avatarUrl": "", "type": "org",
                               "isVerified": False, "isFollowing": False, "trustedKernelPublisher": True})
     if method == "POST" and segs in (["repos", "create"], ["validate-yaml"]):
-        from . import _upload  # imported here: it builds on this module
-
-        return _upload.route_top(hub, segs[-1], form)
+        return upload.route_top(store, base_url, segs[-1], form)
     if len(segs) < 3 or segs[0] not in _API_TYPES:
-        raise HubError(404, None, f"no API route /api/{'/'.join(segs)}")
+        raise ErrorResponse(404, None, f"no API route /api/{'/'.join(segs)}")
     repo_type, repo_id, rest = _API_TYPES[segs[0]], f"{unquote(segs[1])}/{unquote(segs[2])}", segs[3:]
-    repo = hub._lookup(repo_type, repo_id)
+    repo = store.lookup(repo_type, repo_id)
     if repo is None:
-        raise HubError(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
+        raise ErrorResponse(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
     action, rev = (rest[0] if rest else ""), unquote("/".join(rest[1:2]))
     if method == "GET" and action == "":
-        return _repo_info(hub, repo, "main", params)
+        return _repo_info(store, repo, "main", params)
     if method == "GET" and action == "revision" and len(rest) >= 2:
-        return _repo_info(hub, repo, unquote("/".join(rest[1:])), params)
+        return _repo_info(store, repo, unquote("/".join(rest[1:])), params)
     if method == "GET" and action == "refs":
-        return _refs(hub, repo, params)
+        return _refs(store, repo, params)
     if method == "GET" and action == "tree" and len(rest) >= 2:
-        return _tree(hub, repo, rev, unquote("/".join(rest[2:])), params, hub.url + "/api/" + "/".join(segs))
+        return _tree(store, repo, rev, unquote("/".join(rest[2:])), params, base_url + "/api/" + "/".join(segs))
     if method == "GET" and action == "commits" and len(rest) == 2:
-        return _commits(hub, repo, rev, params)
+        return _commits(store, repo, rev, params)
     if method == "POST" and action == "paths-info" and len(rest) == 2:
-        return _paths_info(hub, repo, rev, parse_qs(form.decode(errors="replace")))
+        return _paths_info(store, repo, rev, parse_qs(form.decode(errors="replace")))
     if method == "POST" and action in ("branch", "preupload", "commit") and len(rest) == 2:
-        from . import _upload
-
-        return _upload.route_repo(hub, repo, action, rev, params, form)
-    raise HubError(404, None, f"no API route {method} /api/{'/'.join(segs)}")
+        return upload.route_repo(store, base_url, repo, action, rev, params, form)
+    raise ErrorResponse(404, None, f"no API route {method} /api/{'/'.join(segs)}")
 
 
-def _commit_for(hub: "LocalHub", repo, rev: str) -> str:
-    sha = hub._resolve(repo, rev)
+def _commit_for(store: RepoStore, repo: Repo, rev: str) -> str:
+    sha = store.resolve(repo, rev)
     if sha is None:
-        raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        raise ErrorResponse(404, "RevisionNotFound", f"Invalid rev id: {rev}")
     return sha
 
 
@@ -115,9 +92,9 @@ def _flag(params: dict, name: str) -> bool:
 
 # -- API endpoints -------------------------------------------------------------
 
-def _repo_info(hub: "LocalHub", repo, rev: str, params: dict) -> Response:
-    sha = _commit_for(hub, repo, rev)
-    snap, log = hub._snapshot(repo, sha), hub._history(repo, sha)
+def _repo_info(store: RepoStore, repo: Repo, rev: str, params: dict) -> Response:
+    sha = _commit_for(store, repo, rev)
+    snap, log = store.snapshot(repo, sha), store.history(repo, sha)
     blobs = _flag(params, "blobs")
     siblings = [_sibling(e, blobs) for e in snap.entries.values() if e.kind == "file"]
     org = repo.repo_id.split("/")[0]
@@ -130,7 +107,7 @@ def _repo_info(hub: "LocalHub", repo, rev: str, params: dict) -> Response:
     return json_response(info)
 
 
-def _sibling(entry, blobs: bool) -> dict:
+def _sibling(entry: Entry, blobs: bool) -> dict:
     sibling = {"rfilename": entry.path}
     if blobs:
         sibling.update(size=entry.size, blobId=entry.oid)
@@ -140,8 +117,8 @@ def _sibling(entry, blobs: bool) -> dict:
     return sibling
 
 
-def _refs(hub: "LocalHub", repo, params: dict) -> Response:
-    refs = hub._refs(repo)
+def _refs(store: RepoStore, repo: Repo, params: dict) -> Response:
+    refs = store.refs(repo)
 
     def listing(prefix: str) -> list[dict]:
         return [{"name": ref[len(prefix):], "ref": ref, "targetCommit": sha}
@@ -153,20 +130,20 @@ def _refs(hub: "LocalHub", repo, params: dict) -> Response:
     return json_response(body)
 
 
-def _entry_json(entry) -> dict:
+def _entry_json(entry: Entry) -> dict:
     out = {"type": entry.kind, "oid": entry.oid, "size": entry.size, "path": entry.path}
     if entry.lfs is not None:
         out["lfs"] = {"oid": entry.lfs.sha256, "size": entry.lfs.size, "pointerSize": entry.lfs.pointer_size}
     return out
 
 
-def _tree(hub: "LocalHub", repo, rev: str, path: str, params: dict, api_path: str) -> Response:
-    sha = _commit_for(hub, repo, rev)
-    snap = hub._snapshot(repo, sha)
+def _tree(store: RepoStore, repo: Repo, rev: str, path: str, params: dict, api_path: str) -> Response:
+    sha = _commit_for(store, repo, rev)
+    snap = store.snapshot(repo, sha)
     path = path.strip("/")
     if path and (path not in snap.entries or snap.entries[path].kind != "directory"):
         # A file path is an error too; HfFileSystem relies on that to tell files from folders.
-        raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}", {"X-Repo-Commit": sha})
+        raise ErrorResponse(404, "EntryNotFound", f"{path} does not exist on {rev}", {"X-Repo-Commit": sha})
     entries = [_entry_json(e) for e in snap.walk(path, _flag(params, "recursive"))]
     return _paginate(entries, params, api_path)
 
@@ -184,11 +161,11 @@ def _paginate(entries: list[dict], params: dict, api_path: str) -> Response:
     return resp
 
 
-def _commits(hub: "LocalHub", repo, rev: str, params: dict) -> Response:
-    sha = _commit_for(hub, repo, rev)
+def _commits(store: RepoStore, repo: Repo, rev: str, params: dict) -> Response:
+    sha = _commit_for(store, repo, rev)
     formatted = "formatted" in params.get("expand[]", [])
     out = []
-    for c in hub._history(repo, sha):
+    for c in store.history(repo, sha):
         item = {"id": c.oid, "title": c.title, "message": c.message,
                 "authors": [{"user": c.author, "avatar": None}], "date": _iso(c.timestamp)}
         if formatted:
@@ -197,45 +174,29 @@ def _commits(hub: "LocalHub", repo, rev: str, params: dict) -> Response:
     return json_response(out)
 
 
-def _paths_info(hub: "LocalHub", repo, rev: str, form: dict) -> Response:
-    snap = hub._snapshot(repo, _commit_for(hub, repo, rev))
+def _paths_info(store: RepoStore, repo: Repo, rev: str, form: dict) -> Response:
+    snap = store.snapshot(repo, _commit_for(store, repo, rev))
     paths = [p.strip("/") for p in form.get("paths", [])]
     return json_response([_entry_json(snap.entries[p]) for p in paths if p in snap.entries])
 
 
 # -- file downloads ------------------------------------------------------------
 
-def _resolve_file(hub: "LocalHub", repo_type: str, owner: list[str], rev: str, path: list[str]) -> Response:
+def _resolve_file(store: RepoStore, repo_type: str, owner: list[str], rev: str, path: list[str]) -> Response:
     repo_id = "/".join(unquote(s) for s in owner)
-    repo = hub._lookup(repo_type, repo_id)
+    repo = store.lookup(repo_type, repo_id)
     if repo is None:
-        raise HubError(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
+        raise ErrorResponse(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
     rev, filename = unquote(rev), unquote("/".join(path))
-    sha = _commit_for(hub, repo, rev)
-    snap = hub._snapshot(repo, sha)
+    sha = _commit_for(store, repo, rev)
+    snap = store.snapshot(repo, sha)
     entry = snap.entries.get(filename)
     if entry is None or entry.kind != "file":
-        raise HubError(404, "EntryNotFound", f"{filename} does not exist on {rev}", {"X-Repo-Commit": sha})
+        raise ErrorResponse(404, "EntryNotFound", f"{filename} does not exist on {rev}", {"X-Repo-Commit": sha})
     headers = {"X-Repo-Commit": sha, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
     if entry.lfs is None:
         headers["ETag"] = f'"{entry.oid}"'
     else:
         etag = f'"{entry.lfs.sha256}"'
         headers.update({"ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(entry.lfs.size)})
-    return Response(200, hub._content(repo, snap, filename), headers)
-
-
-def apply_range(resp: Response, header: str | None) -> Response:
-    """Serve `Range: bytes=a-b` (one range), the way resumed downloads ask."""
-    if resp.status != 200 or not header or not header.startswith("bytes=") or "," in header:
-        return resp
-    size, (first, _, last) = len(resp.body), header[len("bytes="):].strip().partition("-")
-    try:
-        start = size - int(last) if first == "" else int(first)
-        end = size - 1 if first == "" or last == "" else min(int(last), size - 1)
-    except ValueError:
-        return resp
-    if start < 0 or start >= size or end < start:
-        return Response(416, b"", {**resp.headers, "Content-Range": f"bytes */{size}"})
-    resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return Response(206, resp.body[start:end + 1], resp.headers)
+    return Response(200, store.content(repo, snap, filename), headers)

@@ -49,6 +49,8 @@ class TreeItem:
 
 @dataclass(frozen=True)
 class CommitItem:
+    """One commit of `git log`: its sha, author, commit time, first line and the rest of the message."""
+
     oid: str
     author: str
     timestamp: int
@@ -64,13 +66,18 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class GitRepo:
-    """A bare repository on disk, driven through git plumbing commands."""
+    """A bare repository on disk, driven through git plumbing commands.
+
+    Every method that runs git raises GitError when git fails, and subprocess.TimeoutExpired
+    when it runs longer than GIT_TIMEOUT_S.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
 
     def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
             check: bool = True) -> bytes:
+        """Run `git <args>` on this repository; return its stdout (b"" if it failed and `check` is off)."""
         proc = subprocess.run(
             ["git", "--git-dir", self.path, *args], input=input, env=_env(env),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=GIT_TIMEOUT_S,
@@ -80,6 +87,7 @@ class GitRepo:
         return proc.stdout if proc.returncode == 0 else b""
 
     def init(self) -> None:
+        """Create the bare repository; raises subprocess.CalledProcessError if git cannot."""
         # An empty template keeps sample hooks out; HEAD names main like the Hub.
         subprocess.run(
             ["git", "init", "--bare", "--quiet", "--template=", "--initial-branch=main", self.path],
@@ -89,7 +97,7 @@ class GitRepo:
     # -- writing -------------------------------------------------------------
 
     def write_blobs(self, contents: list[bytes]) -> list[str]:
-        """Store blobs with one `hash-object` call for the whole batch."""
+        """Store blobs with one `hash-object` call for the whole batch; return their shas, in order."""
         if not contents:
             return []
         with tempfile.TemporaryDirectory(prefix="localhub-blobs-") as tmp:
@@ -104,7 +112,7 @@ class GitRepo:
         return out.decode().split()
 
     def write_tree(self, files: dict[str, str]) -> str:
-        """Build a tree from {path: blob sha} through a throwaway index file."""
+        """Build a tree from {path: blob sha} through a throwaway index file; return the tree sha."""
         with tempfile.TemporaryDirectory(prefix="localhub-index-") as tmp:
             env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
             self.run("read-tree", "--empty", env=env)
@@ -113,6 +121,7 @@ class GitRepo:
             return self.run("write-tree", env=env).decode().strip()
 
     def commit_tree(self, tree: str, parent: str | None, message: str) -> str:
+        """Write a commit of `tree` on `parent` (None: a root commit); return its sha. Moves no ref."""
         # One second after the parent keeps dates strictly increasing along history.
         when = self.commit_time(parent) + 1 if parent else EPOCH
         stamp = f"@{when} +0000"
@@ -121,16 +130,18 @@ class GitRepo:
         return self.run(*args, input=message.encode(), env=env).decode().strip()
 
     def update_ref(self, ref: str, new: str, old: str | None = None) -> None:
+        """Point `ref` at `new`; with `old`, raise GitError unless `ref` still points at `old`."""
         # Passing the old value makes a concurrent move fail instead of being lost.
         self.run("update-ref", ref, new, *([old] if old else []))
 
     def delete_ref(self, ref: str) -> None:
+        """Delete `ref`; returns None."""
         self.run("update-ref", "-d", ref)
 
     # -- reading -------------------------------------------------------------
 
     def refs(self) -> dict[str, str]:
-        """{"refs/heads/main": sha, "refs/tags/v1": sha, ...}, tags peeled to commits."""
+        """Return {"refs/heads/main": sha, "refs/tags/v1": sha, ...}, tags peeled to commits."""
         out = self.run("for-each-ref", "--format=%(refname) %(objectname) %(*objectname)")
         refs = {}
         for line in out.decode().splitlines():
@@ -139,14 +150,16 @@ class GitRepo:
         return refs
 
     def resolve_commit(self, rev: str) -> str | None:
-        """Full sha of the commit `rev` names (a full or unambiguous short sha), else None."""
+        """Full sha of the commit `rev` names (a full or unambiguous short sha), else None; raises nothing."""
         out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", check=False)
         return out.decode().strip() or None
 
     def commit_time(self, commit: str) -> int:
+        """Return the commit's committer time, in seconds since the epoch."""
         return int(self.run("show", "-s", "--format=%ct", commit).decode().strip())
 
     def ls_tree(self, commit: str) -> list[TreeItem]:
+        """Return every blob and tree of `commit`, recursively, in git's order."""
         out = self.run("ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit)
         items = []
         for record in out.split(b"\0"):
@@ -158,7 +171,7 @@ class GitRepo:
         return items
 
     def cat_blobs(self, oids: Iterable[str]) -> dict[str, bytes]:
-        """Read many blobs through one `cat-file --batch` process."""
+        """Read many blobs through one `cat-file --batch` process; return {sha: content}."""
         oids = list(dict.fromkeys(oids))
         if not oids:
             return {}
@@ -173,7 +186,7 @@ class GitRepo:
         return blobs
 
     def log(self, commit: str) -> list[CommitItem]:
-        """History reachable from `commit`, newest first."""
+        """Return the history reachable from `commit`, newest first."""
         out = self.run("log", "-z", "--format=%H%x1f%an%x1f%ct%x1f%B", commit)
         items = []
         for record in out.decode().split("\0"):
@@ -193,6 +206,8 @@ _MAX_POINTER_SIZE = 1024  # the Git LFS spec caps pointer files below this
 
 @dataclass(frozen=True)
 class LfsInfo:
+    """What an LFS pointer says: the object's sha256 and size, and the pointer's own size."""
+
     sha256: str
     size: int
     pointer_size: int
@@ -200,6 +215,8 @@ class LfsInfo:
 
 @dataclass(frozen=True)
 class Entry:
+    """One file or folder of a commit, as the Hub lists it."""
+
     path: str
     kind: str  # "file" or "directory", the Hub's words
     oid: str  # git blob sha (the pointer's for LFS files) or git tree sha
@@ -216,10 +233,14 @@ class Snapshot:
     children: dict[str, list[str]] = field(default_factory=dict)
 
     def blob_ids(self) -> dict[str, str]:
+        """Return {path: git blob sha} for every file (the pointer's blob for LFS files)."""
         return {p: e.oid for p, e in self.entries.items() if e.kind == "file"}
 
     def walk(self, folder: str, recursive: bool) -> Iterator[Entry]:
-        """Folders first, then files, each by name; a folder's subtree follows it."""
+        """Yield the entries in `folder` ("" for the top): folders first, then files, each by name.
+
+        With `recursive`, a folder's subtree follows it. An unknown folder yields nothing.
+        """
         for path in self.children.get(folder, ()):
             yield self.entries[path]
             if recursive and self.entries[path].kind == "directory":
@@ -227,10 +248,12 @@ class Snapshot:
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
+    """Return the Git LFS pointer file for an object of this sha256 and size."""
     return LFS_VERSION_LINE + f"oid sha256:{sha256}\nsize {size}\n".encode()
 
 
 def parse_lfs_pointer(data: bytes | None) -> LfsInfo | None:
+    """Return what an LFS pointer file says, or None if `data` is not one; raises nothing."""
     if not data or not data.startswith(LFS_VERSION_LINE) or len(data) >= _MAX_POINTER_SIZE:
         return None
     fields = dict(line.split(" ", 1) for line in data.decode(errors="replace").splitlines() if " " in line)
@@ -241,7 +264,11 @@ def parse_lfs_pointer(data: bytes | None) -> LfsInfo | None:
 
 
 def build_snapshot(git: GitRepo, commit: str, blob_cache: dict[str, bytes]) -> Snapshot:
-    """List a commit and read its small blobs, which is where LFS pointers hide."""
+    """List a commit and read its small blobs, which is where LFS pointers hide.
+
+    Returns the commit's Snapshot; adds the blobs read to `blob_cache`. Raises GitError if
+    `commit` is no commit.
+    """
     items = git.ls_tree(commit)
     small = [i.oid for i in items if i.kind == "blob" and i.size < _MAX_POINTER_SIZE]
     missing = [oid for oid in small if oid not in blob_cache]
