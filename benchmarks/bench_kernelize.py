@@ -12,27 +12,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.metadata
-import importlib.util
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _common import (alternate, announce_machine, compared_tools, comparison_table, finish, hub_env,
+                     loopback_hub, median_range, request_line, run_child)
 from kernelhook.testing import LocalHub
 
 REPO = "bench/rmsnorm"
 MODULES = 1000
-CHILD_TIMEOUT_S = 120
-# PYTHONDONTWRITEBYTECODE too: with it, every child recompiles kernelhook's modules from source (a checkout has no
-# .pyc until one is written), while kernels, installed by pip, comes with its .pyc: not what a user's process pays.
-STRIPPED_ENV = ("HF_", "HUGGINGFACE_", "KERNELS_", "KERNELHOOK_", "LOCAL_KERNELS", "TRANSFORMERS_OFFLINE",
-                "PYTHONDONTWRITEBYTECODE")
 
 # The Hub layer. The children compile this same text for the Reference class, so (i) runs the very same code.
 LAYERS_PY = '''import torch
@@ -190,38 +181,14 @@ def publish(hub: LocalHub) -> str:
     return hub.commit(REPO, files, repo_type="kernel", branch="v1", message="rmsnorm v1")
 
 
-def make_hf_home(root: Path) -> Path:
-    """A shared HF_HOME with the agent-harness answer cached, so huggingface_hub asks the Hub nothing of its own."""
-    home = root / "hf_home"
-    home.mkdir()
-    (home / ".agent_harnesses.json").write_text(json.dumps({"standardEnvVars": [], "harnesses": {}}))
-    return home
-
-
 def child_env(root: Path, hub_url: str, hf_home: Path, tool: str | None) -> dict[str, str]:
-    # HF_HUB_DISABLE_TELEMETRY stays unset: with it, kernels 0.17.2 sends an illegal User-Agent and fails.
-    # KERNELHOOK_SYSTEM stays unset: kernelhook probes this machine, as it would for a user.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED_ENV)}
+    """The environment of one child: the Hub, HF_HOME, KERNELHOOK_CACHE, and HF_HUB_CACHE as `tool` uses it."""
+    env = hub_env(hub_url, hf_home)
     # One cache per tool; kernelhook's huggingface_hub fallback gets its own, so nothing is shared. The names
     # are not identifiers: the children run in root, and a folder named kernelhook there would shadow the package.
-    env.update(HF_ENDPOINT=hub_url, HF_HOME=str(hf_home), KERNELHOOK_CACHE=str(root / "kernelhook-cache"))
+    env["KERNELHOOK_CACHE"] = str(root / "kernelhook-cache")
     env["HF_HUB_CACHE"] = str(root / ("kernelhook-hf-cache" if tool == "kernelhook" else "kernels-cache"))
     return env
-
-
-def run_child(hub: LocalHub, script: str, args: list, env: dict[str, str], cwd: Path) -> dict:
-    """One fresh process; its JSON report plus every request the Hub saw while it ran."""
-    hub.clear_requests()
-    try:
-        proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, cwd=cwd,
-                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-        lines = proc.stdout.strip().splitlines()
-        out = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-            "ok": False, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"}
-    except subprocess.TimeoutExpired:
-        out = {"ok": False, "error": f"timed out after {CHILD_TIMEOUT_S}s"}
-    out["requests"] = [f"{r.method} {r.path} {r.status}" for r in hub.requests]  # logged before answered
-    return out
 
 
 def run_all(hub: LocalHub, tools: list[str], runs: int, root: Path, hf_home: Path, sha: str, calls: int,
@@ -238,7 +205,7 @@ def run_all(hub: LocalHub, tools: list[str], runs: int, root: Path, hf_home: Pat
             kernelize_run(tool, "warmup", rev)
     for form, rev in forms.items():
         for i in range(runs):
-            for tool in tools if i % 2 == 0 else tools[::-1]:  # alternate who goes first, so drift hits both alike
+            for tool in alternate(tools, i):
                 kernelize_run(tool, form, rev)
         print(f"  kernelize {form}: {runs * len(tools)} processes done", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -265,14 +232,10 @@ def values(results: dict, tool: str, number: str, kind: str) -> list:
 
 def cell(vals: list, kind: str) -> str:
     """Median (min–max): times in ms, calls in ns, overhead in %."""
-    if not vals:
-        return "—"
     fmt = {"requests": "{:g}", "pct": "{:+.1f}%", "ns": "{:.0f}", "ref_ns": "{:.0f}"}.get(kind)
     if fmt is None:  # a time in seconds
         fmt, vals = "{:.1f}", [v * 1000 for v in vals]
-    unit = {"requests": "", "pct": "", "ns": " ns", "ref_ns": " ns"}.get(kind, " ms")
-    spread = "" if min(vals) == max(vals) else f" ({fmt.format(min(vals))}–{fmt.format(max(vals))})"
-    return fmt.format(statistics.median(vals)) + unit + spread
+    return median_range(vals, fmt, {"requests": "", "pct": "", "ns": " ns", "ref_ns": " ns"}.get(kind, " ms"))
 
 
 ROWS = [  # (label, number, kind)
@@ -290,16 +253,15 @@ ROWS = [  # (label, number, kind)
 
 def table(results: dict, tools: list[str], kernels_version: str) -> str:
     both = len(tools) == 2
-    header = ["", "kernelhook", *([f"kernels {kernels_version}", "kernels ÷ kernelhook"] if both else [])]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for label, number, kind in ROWS:
         vals = [values(results, t, number, kind) for t in tools]
         cells = [cell(v, kind) for v in vals]
         if both:  # above 1: kernelhook is faster or asks less; no ratio of percentages or of a shared reference
             ours, theirs = (statistics.median(v) if v else 0 for v in vals)
             cells.append(f"{theirs / ours:.1f}×" if ours and kind not in ("pct", "ref_ns") else "—")
-        lines.append("| " + " | ".join([label, *cells]) + " |")
-    return "\n".join(lines)
+        rows.append([label, *cells])
+    return comparison_table(rows, tools, kernels_version)
 
 
 def request_summary(results: dict, tools: list[str], sha: str) -> str:
@@ -307,9 +269,8 @@ def request_summary(results: dict, tools: list[str], sha: str) -> str:
     for number in ("warmup", "v1", "sha"):
         for tool in tools:
             for run in results[tool][number][-1:] if number != "warmup" else results[tool][number][:1]:
-                seen = collections.Counter(q.replace(sha, "<sha>") for q in run["requests"])
-                lines.append(f"- {'cold (first warm-up)' if number == 'warmup' else number} / {tool}: "
-                             + (", ".join(f"{n}× {q}" if n > 1 else q for q, n in seen.items()) or "none"))
+                label = f"{'cold (first warm-up)' if number == 'warmup' else number} / {tool}"
+                lines.append(request_line(label, run["requests"], sha))
     return "\n".join(lines)
 
 
@@ -334,22 +295,12 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="write every run's raw report here")
     args = parser.parse_args()
 
-    tools = ["kernelhook"]
-    kernels_version = ""
-    if importlib.util.find_spec("kernels") is not None:
-        tools.append("kernels")
-        kernels_version = importlib.metadata.version("kernels")
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-               "torch": importlib.metadata.version("torch"), "kernels": kernels_version or None}
-    print(f"Machine: {machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}, "
-          f"torch {machine['torch']}" + (f", kernels {kernels_version}" if kernels_version else ", kernels not installed"),
-          flush=True)
+    tools, kernels_version = compared_tools()
+    machine = announce_machine(kernels_version)
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-kernelize-") as tmp, LocalHub(Path(tmp) / "hub") as hub:
-        root = Path(tmp)
+    with loopback_hub("bench-kernelize-") as (hub, root, hf_home):
         sha = publish(hub)
-        hf_home = make_hf_home(root)
         results = run_all(hub, tools, args.runs, root, hf_home, sha, args.calls, args.repeats)
     elapsed = time.perf_counter() - started
 
@@ -357,13 +308,9 @@ def main() -> None:
           f"medians (min–max) over {args.runs} fresh processes; per call: best of {args.repeats}×{args.calls}\n")
     print(table(results, tools, kernels_version))
     print("\nRequests the Hub saw (one run of each):\n" + request_summary(results, tools, sha))
-    for problem in problems(results, tools):
-        print(f"\n{problem}")
-    print(f"\nTotal time: {elapsed:.0f} s")
-    if args.json:
-        raw = {"machine": machine, "runs": args.runs, "repo": REPO, "commit": sha, "elapsed_s": elapsed,
-               "results": {k: (v if k == "overhead" else dict(v)) for k, v in results.items()}}
-        Path(args.json).write_text(json.dumps(raw, indent=1))
+    raw = {"machine": machine, "runs": args.runs, "repo": REPO, "commit": sha, "elapsed_s": elapsed,
+           "results": {k: (v if k == "overhead" else dict(v)) for k, v in results.items()}}
+    finish(problems(results, tools), elapsed, args.json, raw)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.metadata
-import importlib.util
 import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _common import (alternate, announce_machine, compared_tools, comparison_table, finish, hub_env,
+                     loopback_hub, median_range, request_line, run_child)
 from kernelhook.testing import LocalHub
 
 REPO = "bench/relu"
@@ -32,11 +28,6 @@ UNIVERSAL = "torch-universal"
 OTHER_VARIANTS = {"torch26-cxx11-cu126-x86_64-linux": "cuda", "torch213-cxx11-cu128-x86_64-linux": "cuda",
                   "torch27-cxx11-cann82-aarch64-linux": "npu"}
 LUT_BYTES = 1 << 20  # one ~1 MiB LFS file per variant, so the transfer is not just a few tiny files
-CHILD_TIMEOUT_S = 120
-# Variables that would change either tool's behaviour if inherited from the caller's shell.
-STRIPPED_ENV = ("HF_", "HUGGINGFACE_", "KERNELS_", "KERNELHOOK_", "LOCAL_KERNELS", "TRANSFORMERS_OFFLINE",
-                # with it, every child would compile kernelhook from source (a checkout has no .pyc yet)
-                "PYTHONDONTWRITEBYTECODE")
 
 # The package, alike in every variant but for VARIANT, which tells the parent which variant loaded.
 PACKAGE = {
@@ -94,19 +85,9 @@ def publish(hub: LocalHub) -> str:
     return hub.commit(REPO, files, repo_type="kernel", branch="v1", message="relu v1")
 
 
-def make_hf_home(root: Path) -> Path:
-    """A shared HF_HOME with the agent-harness answer cached, so huggingface_hub asks the Hub nothing of its own."""
-    home = root / "hf_home"
-    home.mkdir()
-    (home / ".agent_harnesses.json").write_text(json.dumps({"standardEnvVars": [], "harnesses": {}}))
-    return home
-
-
 def child_env(tool: str, cache: Path, hub_url: str, hf_home: Path, offline: bool) -> dict[str, str]:
-    # HF_HUB_DISABLE_TELEMETRY stays unset: with it, kernels 0.17.2 sends an illegal User-Agent and fails.
-    # KERNELHOOK_SYSTEM stays unset: kernelhook probes this machine, as it would for a user.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED_ENV)}
-    env.update(HF_ENDPOINT=hub_url, HF_HOME=str(hf_home))
+    """The environment of one child: the Hub, HF_HOME, this tool's cache in `cache`, and offline mode if asked."""
+    env = hub_env(hub_url, hf_home)
     if tool == "kernelhook":
         env.update(KERNELHOOK_CACHE=str(cache), HF_HUB_CACHE=str(cache / "hf"))  # nothing lands in ~/.cache
     else:
@@ -116,34 +97,14 @@ def child_env(tool: str, cache: Path, hub_url: str, hf_home: Path, offline: bool
     return env
 
 
-def run_child(hub: LocalHub, tool: str, rev: str, env: dict[str, str], cwd: Path) -> dict:
-    """One fresh process; its JSON report plus every request the Hub saw while it ran."""
-    hub.clear_requests()
-    try:
-        proc = subprocess.run([sys.executable, "-c", CHILD, tool, rev], env=env, cwd=cwd, capture_output=True,
-                              text=True, timeout=CHILD_TIMEOUT_S)
-        lines = proc.stdout.strip().splitlines()
-        out = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-            "ok": False, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"}
-    except subprocess.TimeoutExpired:
-        out = {"ok": False, "error": f"timed out after {CHILD_TIMEOUT_S}s"}
-    # The Hub logs a request before answering it, so after the child exits the log is complete.
-    out["requests"] = [f"{r.method} {r.path} {r.status}" for r in hub.requests]
-    return out
-
-
-def tools_in_order(tools: list[str], i: int) -> list[str]:
-    return tools if i % 2 == 0 else tools[::-1]  # alternate who goes first, so drift hits both alike
-
-
 def run_all(hub: LocalHub, tools: list[str], runs: int, root: Path, hf_home: Path, sha: str) -> dict:
     results = {tool: collections.defaultdict(list) for tool in tools}
 
     def measure(number: str, rev: str, cache_of, offline: bool = False) -> None:
         for i in range(runs):
-            for tool in tools_in_order(tools, i):
+            for tool in alternate(tools, i):
                 env = child_env(tool, cache_of(tool, i), hub.url, hf_home, offline)
-                results[tool][number].append(run_child(hub, tool, rev, env, root))
+                results[tool][number].append(run_child(hub, CHILD, [tool, rev], env, root))
         print(f"  {number}: {runs * len(tools)} processes done", file=sys.stderr, flush=True)
 
     measure("install", "", lambda tool, i: root / tool / "unused")
@@ -167,14 +128,10 @@ def samples(runs: list[dict], kind: str) -> list:
 
 
 def cell(values: list, kind: str) -> str:
-    """Median (min–max); times in ms."""
-    if not values:
-        return "—"
+    """Median (min–max); times in ms, with their range even when all are equal."""
     if kind == "requests":
-        return f"{statistics.median(values):g}" + ("" if min(values) == max(values) else
-                                                   f" ({min(values)}–{max(values)})")
-    ms = [v * 1000 for v in values]
-    return f"{statistics.median(ms):.1f} ms ({min(ms):.1f}–{max(ms):.1f})"
+        return median_range(values, "{:g}")
+    return median_range([v * 1000 for v in values], "{:.1f}", " ms", range_when_equal=True)
 
 
 ROWS = [  # (label, number, kind)
@@ -196,8 +153,7 @@ ROWS = [  # (label, number, kind)
 
 def table(results: dict, tools: list[str], kernels_version: str) -> str:
     both = len(tools) == 2
-    header = ["", "kernelhook", *([f"kernels {kernels_version}", "kernels ÷ kernelhook"] if both else [])]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for label, number, kind in ROWS:
         if kind == "loads":
             ok = [sum(1 for r in results[t][number] if r.get("ok")) for t in tools]
@@ -210,19 +166,14 @@ def table(results: dict, tools: list[str], kernels_version: str) -> str:
                 ours, theirs = values
                 cells.append(f"{statistics.median(theirs) / statistics.median(ours):.1f}×"
                              if ours and theirs and statistics.median(ours) else "—")
-        lines.append("| " + " | ".join([label, *cells]) + " |")
-    return "\n".join(lines)
+        rows.append([label, *cells])
+    return comparison_table(rows, tools, kernels_version)
 
 
 def request_summary(results: dict, tools: list[str], sha: str) -> str:
     """What the Hub saw in the last run of each load (sha shortened): where the requests go."""
-    lines = []
-    for number in ("cold", "warm_v1", "warm_sha"):
-        for tool in tools:
-            seen = collections.Counter(q.replace(sha, "<sha>") for q in results[tool][number][-1]["requests"])
-            lines.append(f"- {number} / {tool}: " + (", ".join(f"{n}× {q}" if n > 1 else q for q, n in seen.items())
-                                                      or "none"))
-    return "\n".join(lines)
+    return "\n".join(request_line(f"{number} / {tool}", results[tool][number][-1]["requests"], sha)
+                     for number in ("cold", "warm_v1", "warm_sha") for tool in tools)
 
 
 def problems(results: dict) -> list[str]:
@@ -245,22 +196,12 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="write every run's raw report here")
     args = parser.parse_args()
 
-    tools = ["kernelhook"]
-    kernels_version = ""
-    if importlib.util.find_spec("kernels") is not None:
-        tools.append("kernels")
-        kernels_version = importlib.metadata.version("kernels")
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-               "torch": importlib.metadata.version("torch"), "kernels": kernels_version or None}
-    print(f"Machine: {machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}, "
-          f"torch {machine['torch']}" + (f", kernels {kernels_version}" if kernels_version else ", kernels not installed"),
-          flush=True)  # before the children's progress lines on stderr
+    tools, kernels_version = compared_tools()
+    machine = announce_machine(kernels_version)
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp, LocalHub(Path(tmp) / "hub") as hub:
-        root = Path(tmp)
+    with loopback_hub("bench-loader-") as (hub, root, hf_home):
         sha = publish(hub)
-        hf_home = make_hf_home(root)
         results = run_all(hub, tools, args.runs, root, hf_home, sha)
     elapsed = time.perf_counter() - started
 
@@ -268,13 +209,9 @@ def main() -> None:
           f"{args.runs} fresh processes each\n")
     print(table(results, tools, kernels_version))
     print("\nRequests the Hub saw (last run of each):\n" + request_summary(results, tools, sha))
-    for problem in problems(results):
-        print(f"\n{problem}")
-    print(f"\nTotal time: {elapsed:.0f} s")
-    if args.json:
-        raw = {"machine": machine, "runs": args.runs, "repo": REPO, "commit": sha, "elapsed_s": elapsed,
-               "results": {tool: dict(numbers) for tool, numbers in results.items()}}
-        Path(args.json).write_text(json.dumps(raw, indent=1))
+    raw = {"machine": machine, "runs": args.runs, "repo": REPO, "commit": sha, "elapsed_s": elapsed,
+           "results": {tool: dict(numbers) for tool, numbers in results.items()}}
+    finish(problems(results), elapsed, args.json, raw)
 
 
 if __name__ == "__main__":

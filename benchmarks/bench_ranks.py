@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import hub_env, make_hf_home, md_row  # noqa: E402
 from kernelhook.testing import LocalHub  # noqa: E402
 from tests.repos import new_layout  # noqa: E402
 
@@ -53,11 +53,8 @@ def run(ranks: int, work: Path) -> collections.Counter:
         hub.create_repo("acme/dist", repo_type="kernel")
         hub.commit("acme/dist", new_layout("torch-universal", "1.0"), repo_type="kernel", branch="v1")
         (work / "rank.py").write_text(RANK)
-        home = work / "hf-home"
-        home.mkdir(exist_ok=True)
-        (home / ".agent_harnesses.json").write_text('{"standardEnvVars": [], "harnesses": {}}')
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "KERNELHOOK_"))}
-        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), KERNELHOOK_CACHE=str(work / f"cache-{ranks}"))
+        env = hub_env(hub.url, make_hf_home(work), stripped=("HF_", "KERNELHOOK_"))
+        env["KERNELHOOK_CACHE"] = str(work / f"cache-{ranks}")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={ranks}",
                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", str(work / "rank.py")]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -70,13 +67,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 8])
     args = parser.parse_args()
-    print("| ranks | resolve | listing | files | all requests | per rank |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(md_row(["ranks", "resolve", "listing", "files", "all requests", "per rank"]))
+    print(md_row(["---"] * 6))
     with tempfile.TemporaryDirectory() as work:
         for ranks in args.ranks:
             seen = run(ranks, Path(work))
             total = sum(seen.values())
-            print(f"| {ranks} | {seen['resolve']} | {seen['listing']} | {seen['file']} | {total} | {total / ranks:.2f} |")
+            print(md_row([ranks, seen["resolve"], seen["listing"], seen["file"], total, f"{total / ranks:.2f}"]))
 
 
 if __name__ == "__main__":
