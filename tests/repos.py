@@ -145,6 +145,11 @@ class BadFlag(nn.Module):
 
     def forward(self, hidden_states):
         return hidden_states
+
+
+class Renamed(nn.Module):
+    def forward(self, x):
+        return x
 '''
 
 

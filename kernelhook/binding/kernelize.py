@@ -1,14 +1,22 @@
 """kernelize: bind Hub kernel layers onto a model.
 
     mapping lookup -> LayerRepository -> (the loader's data path) -> layer class
-      -> validate -> forward bound per instance
+      -> validate (every class, before anything changes) -> bind
 
-Binding sets ``forward`` on each instance, bound to it: the module tree, the
-parameters and the state_dict are untouched, and a call costs what calling the
-layer's forward as the class's own would. Each call first restores what the
-class defines, so kernelizing again for another device or mode starts clean.
-Decisions are made once per class, so a model of a thousand norms costs one
-lookup and one load.
+A kernel replaces the forward of the class that was marked. Binding gives each
+chosen module a class of kernelhook's making: a subclass of its own class whose
+only member is the layer's ``forward`` (classes.py). The module tree, the
+parameters and the state_dict are untouched, ``isinstance`` holds, a call costs
+what the class's own forward would, the module holds no reference to itself
+(reference counting alone frees a kernelized model), and copies, pickles and
+``torch.save`` keep the kernel.
+
+What others put on an instance stays theirs: accelerate's hooks (an instance
+``forward`` that calls ``module._old_forward``) keep running around the kernel;
+any other instance ``forward`` kernelize did not set is kept and reported, or,
+with ``use_fallback=False``, refused. Every class is planned and validated
+before a module changes, so an error leaves the model as it was. Decisions are
+made once per class: a model of a thousand norms costs one lookup and one load.
 """
 
 from __future__ import annotations
@@ -20,8 +28,8 @@ from typing import NamedTuple
 
 from ..errors import KernelImportError, KernelizeError, KernelLayerError
 from ..loading.api import load_kernel  # the loader's data path: imported with kernelize, not inside its first call
-from . import mapping, trust
-from .known_layers import layer_name_of
+from . import classes, mapping, trust
+from .known_layers import layer_name_of, marked_class
 from .layers import FLAGS, MODE_PRIORITY, LayerRepository, Mode, load_layer, validate_layer
 
 logger = logging.getLogger("kernelhook")
@@ -70,80 +78,106 @@ def kernelize_report(model) -> KernelizeReport | None:
 
 
 class _Plan:
-    """What every module of one class gets: a layer, or a reason to keep its forward."""
+    """What every module of one class gets: a kernel class, or a reason to keep its forward."""
 
-    __slots__ = ("layer_name", "layer", "repo", "kernel", "reason", "modules", "condition")
+    __slots__ = ("layer_name", "kernel_class", "kernel", "reason", "modules", "condition")
 
     def __init__(self, layer_name: str, condition=None):
         self.layer_name = layer_name
-        self.layer: type | None = None
-        self.repo: LayerRepository | None = None
+        self.kernel_class: type | None = None  # the class of kernelhook's making that carries the layer's forward
         self.kernel: ModuleType | None = None
         self.reason = ""
         self.modules = 0
         self.condition = condition  # the kernels package's per-instance kernel_condition, if the class has one
 
 
-def kernelize(model, *, device=None, mode: Mode = Mode.INFERENCE, use_fallback: bool = True):
+def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: bool = True):
     """Replace the forward of every marked module with the mapped Hub layer's.
 
     Args:
         model: a torch.nn.Module; its marked submodules (``use_kernel_forward_from_hub``, the
-            kernels package's marks, stock transformers layers) are bound per instance.
-        device: "npu", "cuda", "rocm", "xpu", "mps", "cpu" or a torch.device (default: the model's).
-        mode: ``Mode.INFERENCE`` or ``Mode.TRAINING``, optionally ``| Mode.TORCH_COMPILE``.
-        use_fallback: when a kernel cannot be had, keep the module's own forward and log why;
-            with False, raise KernelizeError instead.
+            kernels package's marks, stock transformers layers) get the kernel's forward.
+        device: "npu", "cuda", "rocm", "xpu", "mps", "cpu" or a torch.device (default: the model's;
+            a model on the meta device needs it).
+        mode: ``Mode.INFERENCE`` or ``Mode.TRAINING``, optionally ``| Mode.TORCH_COMPILE``; by default
+            the model's own: TRAINING when ``model.training``, else INFERENCE.
+        use_fallback: when a kernel cannot be had or does not fit a class, keep the class's own forward
+            and log why; with False, raise KernelizeError instead.
 
     Returns:
         The same model; ``kernelize_report(model)`` says what was bound where and what was kept.
 
     Raises:
         ValueError: ``mode`` is not one kernelize uses.
-        KernelizeError: the device cannot be told, or (use_fallback=False) a kernel cannot be had.
+        KernelizeError: the device cannot be told, or (use_fallback=False) a kernel cannot be had, does
+            not fit, or a module's forward was set by someone else.
         KernelLayerError: a mapped layer breaks a rule, with or without fallback.
+    Nothing of the model has changed when any of these is raised.
     """
-    if mode not in MODE_PRIORITY:
-        raise ValueError(f"kernelize mode {mode!r}: use Mode.INFERENCE or Mode.TRAINING, optionally | Mode.TORCH_COMPILE")
+    mode = _mode_for(model, mode)
     device_type = _device_type(model, device)
     capability = _capability() if device_type in ("cuda", "rocm") else None
     table = mapping.snapshot()
-    report = KernelizeReport(device_type, mode)
     plans: dict[type, _Plan | None] = {}
-    debug = logger.isEnabledFor(logging.DEBUG)
-    for path, module in model.named_modules():
-        cls = type(module)
+    marked = []
+    for path, module in model.named_modules():  # plan and check everything before changing anything
+        cls = classes.native_class(type(module))
         if cls not in plans:
             name = layer_name_of(cls)
             plans[cls] = None if name is None else _plan(cls, name, device_type, capability, mode, table, use_fallback)
-        plan = plans[cls]
-        if plan is not None:
-            _bind(module, path, plan, report, debug)
+        if plans[cls] is not None:
+            marked.append((path, module, plans[cls], _foreign_forward(module, path, use_fallback)))
+    report = KernelizeReport(device_type, mode)
+    debug = logger.isEnabledFor(logging.DEBUG)
+    for path, module, plan, foreign in marked:
+        _bind(module, path, plan, foreign, report, debug)
     _log_summary(plans, device_type, mode)
     _reports[model] = report
     return model
 
 
+def _mode_for(model, mode: Mode | None) -> Mode:
+    if mode is None:
+        return Mode.TRAINING if getattr(model, "training", False) else Mode.INFERENCE
+    if mode not in MODE_PRIORITY:
+        raise ValueError(f"kernelize mode {mode!r}: use Mode.INFERENCE or Mode.TRAINING, optionally | Mode.TORCH_COMPILE")
+    return mode
+
+
 def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -> _Plan:
     plan = _Plan(layer_name, condition=_condition_of(cls))
+    owner = marked_class(cls)
+    if owner is not None and owner is not cls and cls.forward is not owner.forward:
+        reason = (f"{cls.__name__} overrides the forward of {owner.__name__}, the class marked {layer_name!r}; "
+                  f"mark {cls.__name__} itself to give it a kernel")
+        return _keep(plan, reason, use_fallback=True, level=logging.INFO)  # its own forward is the user's choice
     selection = mapping.select(table, layer_name, device_type, capability, mode)
     if isinstance(selection, str):
         return _keep(plan, selection, use_fallback, logging.INFO)
-    plan.repo = selection.repo
-    if selection.offered_by is not None and not trust.is_trusted(selection.repo.repo_id):
-        reason = (f"{selection.repo} comes from {selection.offered_by} and its org is not trusted; "
+    repo = selection.repo
+    if selection.offered_by is not None and not trust.is_trusted(repo.repo_id):
+        reason = (f"{repo} comes from {selection.offered_by} and its org is not trusted; "
                   f"add it to KERNELHOOK_TRUSTED_ORGS, or register the mapping yourself")
         return _keep(plan, reason, use_fallback, logging.WARNING)
     try:
-        plan.layer, plan.kernel = load_layer(selection.repo, load_kernel)
+        layer, plan.kernel = load_layer(repo, load_kernel)
     except (KernelImportError, KernelLayerError) as exc:
-        return _keep(plan, f"could not load {selection.repo}: {exc}", use_fallback, logging.WARNING, exc)
-    validate_layer(plan.layer, cls, selection.repo, plan.kernel)  # a broken layer is an error, fallback or not
-    unmet = _unmet_flags(plan.layer, mode)
+        return _keep(plan, f"could not load {repo}: {exc}", use_fallback, logging.WARNING, exc)
+    unfit = validate_layer(layer, cls, repo, plan.kernel)  # a broken layer raises, fallback or not
+    if unfit:
+        reason = f"{unfit}. Fix: map a layer whose forward matches {cls.__name__}.forward, or no kernel for it"
+        return _keep(plan, reason, use_fallback, logging.WARNING)
+    unmet = _unmet_flags(layer, mode)
     if unmet:
-        plan.layer = None
-        return _keep(plan, f"{selection.repo} {unmet}, needed for {mode}", use_fallback, logging.INFO)
+        return _keep(plan, f"{repo} {unmet}, needed for {mode}", use_fallback, logging.INFO)
+    plan.kernel_class = classes.kernel_class(cls, layer, _restore_spec(repo, plan.kernel))
     return plan
+
+
+def _restore_spec(repo: LayerRepository, kernel: ModuleType) -> classes.KernelSpec:
+    """How an unpickled module finds its kernel again: the same commit, through the cache."""
+    origin = kernel.__kernelhook__
+    return classes.KernelSpec(origin.repo_id, origin.commit, repo.layer_name)
 
 
 def _condition_of(cls):
@@ -169,29 +203,85 @@ def _keep(plan: _Plan, reason: str, use_fallback: bool, level: int, cause: Excep
     return plan
 
 
-def _bind(module, path: str, plan: _Plan, report: KernelizeReport, debug: bool) -> None:
+# -- instance-level forwards: whose are they? ---------------------------------------------------------
+
+
+def _foreign_forward(module, path: str, use_fallback: bool) -> str | None:
+    """Why this module's own forward must stay (someone else set it on the instance), or None.
+
+    kernelize's own binding lives in the class; an instance ``forward`` is either accelerate's hook
+    (which calls ``module._old_forward``, where the kernel then goes), a bound forward of the module's
+    classes that accelerate left behind when its hook was removed, or someone else's.
+    """
     state = module.__dict__
-    state.pop("forward", None)  # back to what the class defines
+    forward = state.get("forward")
+    if forward is None or _is_accelerate_hooked(state):
+        return None
+    if _is_class_forward(forward, module):
+        return None
+    what = f"{type(forward).__name__} {getattr(forward, '__qualname__', forward)!r}"
+    reason = (f"its instance has a forward kernelize did not set ({what}); it stays, so the class's and any "
+              f"kernel's forward would not run. Fix: delete it (del module.forward) before kernelize, or wrap "
+              f"with forward hooks instead")
+    if not use_fallback:
+        raise KernelizeError(f"kernelize: module {path or '<model>'} ({type(module).__name__}): {reason}. "
+                             f"(use_fallback=False)")
+    logger.warning("kernelize: %s (%s) keeps its own forward: %s", path or "<model>", type(module).__name__, reason)
+    return reason
+
+
+def _is_accelerate_hooked(state: dict) -> bool:
+    return "_hf_hook" in state and "_old_forward" in state
+
+
+def _is_class_forward(forward, module) -> bool:
+    """A forward bound to this module whose function is its native class's or a kernel class's."""
+    if getattr(forward, "__self__", None) is not module:
+        return False
+    function = getattr(forward, "__func__", None)
+    native = classes.native_class(type(module))
+    return function is native.forward or classes.is_kernel_forward(function)
+
+
+# -- binding ----------------------------------------------------------------------------------------------
+
+
+def _bind(module, path: str, plan: _Plan, foreign: str | None, report: KernelizeReport, debug: bool) -> None:
+    native = classes.native_class(type(module))
     plan.modules += 1
-    if plan.layer is None:
-        report.kept.append(Kept(path, type(module).__name__, plan.layer_name, plan.reason))
+    chosen = plan.kernel_class
+    reason = plan.reason
+    if chosen is not None and foreign is not None:
+        chosen, reason = None, foreign
+    elif chosen is not None and plan.condition is not None and not plan.condition(module):
+        chosen, reason = None, "its class's kernel_condition said no"
+    _set_class(module, chosen or native)
+    if chosen is None:
+        report.kept.append(Kept(path, native.__name__, plan.layer_name, reason))
         return
-    if plan.condition is not None and not plan.condition(module):
-        report.kept.append(Kept(path, type(module).__name__, plan.layer_name, "its class's kernel_condition said no"))
-        return
-    # Straight into the instance dict: nn.Module.__setattr__ would only check that "forward"
-    # is no parameter, buffer or submodule, which it never is.
-    state["forward"] = MethodType(plan.layer.forward, module)
     origin = plan.kernel.__kernelhook__
-    report.bound.append(Bound(path, type(module).__name__, plan.layer_name, origin.repo_id, origin.commit, origin.variant))
+    report.bound.append(Bound(path, native.__name__, plan.layer_name, origin.repo_id, origin.commit, origin.variant))
     if debug:
-        logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", type(module).__name__,
+        logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", native.__name__,
                      plan.layer_name, origin.repo_id, origin.commit[:12])
+
+
+def _set_class(module, cls: type) -> None:
+    """Give the module its class, and keep what accelerate wrapped pointing at that class's forward."""
+    state = module.__dict__
+    forward = state.get("forward")
+    if forward is not None and not _is_accelerate_hooked(state) and _is_class_forward(forward, module):
+        del state["forward"]  # left behind by a removed hook: the class decides again
+    if type(module) is not cls:
+        module.__class__ = cls
+    old = state.get("_old_forward")
+    if _is_accelerate_hooked(state) and old is not None and _is_class_forward(old, module):
+        state["_old_forward"] = MethodType(cls.forward, module)  # the kernel runs inside the hook
 
 
 def _log_summary(plans: dict, device_type: str, mode: Mode) -> None:
     for cls, plan in plans.items():
-        if plan is not None and plan.layer is not None:
+        if plan is not None and plan.kernel_class is not None:
             origin = plan.kernel.__kernelhook__
             logger.info("kernelize: %s -> %s@%s [%s] on %d %s module(s) (%s, %s)", plan.layer_name, origin.repo_id,
                         origin.commit[:12], origin.variant, plan.modules, cls.__name__, device_type, mode)
@@ -204,6 +294,10 @@ def _device_type(model, device) -> str:
             tensor = next(model.buffers(), None)
         if tensor is None:
             raise KernelizeError("kernelize: the model has no parameters or buffers to tell its device; pass device=")
+        if tensor.device.type == "meta":
+            raise KernelizeError(
+                "kernelize: the model's weights are on the meta device (not materialised yet, or offloaded by "
+                "accelerate), which says nothing of where it will run; pass device=, e.g. device=\"npu\"")
         device = tensor.device
     kind = device if isinstance(device, str) else getattr(device, "type", None)
     if not isinstance(kind, str):

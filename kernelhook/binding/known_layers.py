@@ -57,6 +57,11 @@ def layer_name_of(cls: type) -> str | None:
     return None
 
 
+def marked_class(cls: type) -> type | None:
+    """The class in ``cls``'s bases (or ``cls``) that carries the ``kernel_layer_name`` mark, if any."""
+    return next((c for c in cls.__mro__ if isinstance(vars(c).get("kernel_layer_name"), str)), None)
+
+
 @functools.lru_cache(maxsize=None)
 def _transformers_layer_name(class_name: str, module_name: str) -> str | None:
     table_name = next((name for pattern, name in TRANSFORMERS_TABLE if pattern.fullmatch(class_name)), None)

@@ -166,15 +166,27 @@ def load_layer(repo: LayerRepository, load_kernel) -> tuple[type, ModuleType]:
     return layer, module
 
 
-def validate_layer(layer: type, replaced: type, repo: LayerRepository, module: ModuleType) -> None:
-    """Refuse a layer that would bring state or a forward the replaced class's callers cannot call."""
+def validate_layer(layer: type, replaced: type, repo: LayerRepository, module: ModuleType) -> str | None:
+    """Check a layer against the class whose forward it would replace.
+
+    Returns:
+        None when the layer fits every call the class's callers can make; else what some callers
+        would trip over (a parameter named differently, or optional parameters only the class's
+        forward takes). Such a layer is not broken, only unfit for this class: kernelize keeps the
+        class's forward for it when falling back.
+
+    Raises:
+        KernelLayerError: the layer breaks a rule of its own (state, members, flags), or cannot take
+            the arguments every caller passes (fewer or other kinds of parameters).
+    """
     where = f"layer {layer.__name__} from {_describe(repo, module)}"
     problem = layer_problem(layer)
     if problem:
         raise KernelLayerError(f"{where} {problem}.")
-    problem = _signature_problem(inspect.signature(layer.forward), inspect.signature(replaced.forward))
-    if problem:
-        raise KernelLayerError(f"{where} cannot replace {replaced.__name__}.forward: {problem}.")
+    hard, soft = _signature_problems(inspect.signature(layer.forward), inspect.signature(replaced.forward))
+    if hard:
+        raise KernelLayerError(f"{where} cannot replace {replaced.__name__}.forward: {hard}.")
+    return f"{where} differs from {replaced.__name__}.forward: {soft}" if soft else None
 
 
 def layer_problem(layer: type) -> str | None:
@@ -196,16 +208,32 @@ def layer_problem(layer: type) -> str | None:
     return None
 
 
-def _signature_problem(new: inspect.Signature, old: inspect.Signature) -> str | None:
+def _signature_problems(new: inspect.Signature, old: inspect.Signature) -> tuple[str | None, str | None]:
+    """(what breaks every call, what breaks some calls) when ``new`` replaces ``old``; the first is an error."""
     new_params, old_params = list(new.parameters.values()), list(old.parameters.values())
-    if len(new_params) != len(old_params):
-        return f"it takes {len(new_params)} parameters, the original {len(old_params)}"
+    optional_extra = [p for p in old_params[len(new_params):] if _optional(p)]
+    if len(new_params) > len(old_params) or len(old_params) - len(new_params) > len(optional_extra):
+        return f"it takes {len(new_params)} parameters, the original {len(old_params)}", None
     for mine, theirs in zip(new_params, old_params):
         if mine.kind != theirs.kind:
-            return f"parameter {mine.name!r} is {mine.kind.description}, the original's {theirs.name!r} is {theirs.kind.description}"
+            return (f"parameter {mine.name!r} is {mine.kind.description}, the original's {theirs.name!r} is "
+                    f"{theirs.kind.description}"), None
         if mine.kind is inspect.Parameter.KEYWORD_ONLY and mine.name != theirs.name:
-            return f"keyword-only parameter {mine.name!r} should be named {theirs.name!r}"
-    return None
+            return f"keyword-only parameter {mine.name!r} should be named {theirs.name!r}", None
+    renamed = [(m.name, t.name) for m, t in zip(new_params[1:], old_params[1:])
+               if m.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and m.name != t.name]
+    if renamed:
+        names = ", ".join(f"{t!r} (the kernel calls it {m!r})" for m, t in renamed)
+        return None, f"callers that pass {names} by name would fail"
+    if optional_extra:
+        names = ", ".join(str(p) for p in optional_extra)
+        return None, f"the class's forward also takes {names}, which the kernel's does not"
+    return None, None
+
+
+def _optional(param: inspect.Parameter) -> bool:
+    return param.default is not inspect.Parameter.empty or param.kind in (
+        inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def _describe(repo: LayerRepository, module: ModuleType) -> str:
