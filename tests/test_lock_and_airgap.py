@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ import kernelhook
 from kernelhook.cli import main as cli
 from kernelhook.testing import LocalHub
 
-from .conftest import ASCEND, child_env
-from .repos import new_layout
+from .conftest import ASCEND, child_env, run_python
+from .repos import SEED, new_layout
 
 REPO = "acme/locked"
 BLOB = bytes(range(256)) * 16  # an LFS file: locked by sha256
@@ -127,6 +128,44 @@ def test_a_cache_filled_online_loads_on_an_offline_machine(project, tmp_path):
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[0] == "1.0"
     assert project.requests == []  # zero network attempts
+
+
+@pytest.mark.parametrize("cache_at, offline_by", [
+    ("where it was filled", "HF_HUB_OFFLINE"),
+    ("copied elsewhere", "HF_HUB_OFFLINE"),
+    ("copied elsewhere", "no Hub at HF_ENDPOINT"),
+])
+def test_a_cli_download_imports_offline_by_module_name_with_no_request(env, hub, tmp_path, cache_at, offline_by):
+    """`kernelhook download` records revisions, not which repo a Python spelling means: offline, every
+    spelling of the typed name is looked for in the cache."""
+    filled = subprocess.run([sys.executable, "-m", "kernelhook", "download", f"{SEED}@v2", SEED],
+                            env=child_env(env), capture_output=True, text=True, timeout=120)
+    assert filled.returncode == 0, filled.stderr
+    cache = Path(env["KERNELHOOK_CACHE"])
+    if cache_at == "copied elsewhere":
+        cache = shutil.copytree(cache, tmp_path / "cluster-cache")
+        shutil.rmtree(env["KERNELHOOK_CACHE"])
+    hub.clear_requests()
+    sha = hub.shas["seed_v2"]
+    offline = dict(env, KERNELHOOK_CACHE=str(cache))
+    if offline_by == "HF_HUB_OFFLINE":
+        offline["HF_HUB_OFFLINE"] = "1"
+    else:
+        offline["HF_ENDPOINT"] = _closed_port()
+    for revision in ("@v2", "", f"@{sha}"):  # each in a fresh interpreter: nothing learnt from the one before
+        code = ("import importlib, kernelhook\n"
+                f"k = importlib.import_module('kernels_hub.kernels_ext_npu.RMSNorm{revision}')\n"
+                "print(k.VERSION, kernelhook.origin(k).commit)")
+        result = run_python(code, offline)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["2.0", sha]
+    assert hub.requests == []
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
 
 
 def _unshare_works() -> bool:
