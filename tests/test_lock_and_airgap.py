@@ -168,6 +168,45 @@ def _closed_port() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
 
 
+def test_a_lockfile_download_imports_offline_by_module_name_outside_the_project(project, system, tmp_path):
+    _cli("lock")
+    shutil.rmtree(project.cache)  # the lockfile comes with the project; this machine's cache starts empty
+    assert _cli("download")[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    project.clear_requests()
+    offline = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache), "HF_HUB_OFFLINE": "1"}
+    code = "import importlib; print(importlib.import_module('kernels_hub.acme.locked@v1').VERSION)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=child_env(offline),
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "1.0", result.stderr
+    assert project.requests == []
+
+
+@pytest.mark.parametrize("fetched_by", ["kernelhook download", "a locked load"])
+def test_prune_where_no_lockfile_is_in_effect_keeps_what_a_lockfile_fetched(project, system, tmp_path, monkeypatch,
+                                                                             fetched_by):
+    _cli("lock")
+    shutil.rmtree(project.cache)  # locked elsewhere: only the lockfile's own fetch fills this cache
+    if fetched_by == "kernelhook download":
+        assert _cli("download")[0] == 0
+    else:
+        assert kernelhook.get_kernel(REPO).VERSION == "1.0"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out = _cli("cache", "prune", "--grace", "0", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["kept_for_lockfile"] == []  # no lockfile in effect here
+    assert (report["refs"], report["trees"], report["objects"]) == ([], [], [])
+    project.clear_requests()
+    offline = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", "import kernels_hub.acme.locked as k; print(k.VERSION)"],
+                            cwd=project.folder, env=child_env(offline), capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "1.0", result.stderr
+    assert project.requests == []
+
+
 def _unshare_works() -> bool:
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     return probe.returncode == 0

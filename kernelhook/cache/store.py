@@ -13,6 +13,14 @@ Layout (``v1/`` is the format version)::
     names/<typed org>/<typed repo>.json  how a typed name mapped to a Hub repo
     locks/, tmp/
 
+Revision refs are the roots ``kernelhook cache prune`` keeps. Every pin leaves
+one: a branch, tag or unpinned name the commit it resolved to, a commit pin
+itself. A lockfile pin (a load, or ``kernelhook download`` of a lockfile) leaves
+the ref a commit pin of its commit leaves, so prune keeps what a lockfile
+fetched even where that lockfile is not in effect, and the ref of the locked
+revision (``v1``, say) unless that revision has one already, so the revision
+also imports offline by name.
+
 Correctness never depends on the locks (NFS and Lustre lie about them): every
 entry is written to a temporary name in the same filesystem and renamed into
 place, entries are immutable and named by their digest, and a rename that
@@ -191,8 +199,11 @@ class Store:
         found = self.read_json(self._revision_file(repo, revision))
         return found if isinstance(found, dict) and isinstance(found.get("commit"), str) else None
 
-    def remember_revision(self, repo: RepoAddress, revision: str | None, resolved: str, commit: str) -> None:
-        record = {"revision": resolved, "commit": commit, "resolved_at": time.time()}
+    def remember_revision(self, repo: RepoAddress, revision: str | None, resolved: str, commit: str,
+                          resolved_at: float | None = None) -> None:
+        """Record what a revision resolved to (now, unless ``resolved_at`` says when)."""
+        when = time.time() if resolved_at is None else resolved_at
+        record = {"revision": resolved, "commit": commit, "resolved_at": when}
         self.write_json(self._revision_file(repo, revision), record)
 
     def known_commits(self, repo: RepoAddress) -> set[str]:

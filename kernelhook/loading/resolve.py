@@ -16,7 +16,7 @@ with a warning. A name this machine never imported (its cache came from
 ``kernelhook download`` here or elsewhere, which records revisions, not
 names) is then looked for in the cache under each spelling, in discovery's
 order; the first that the cache can answer wins. A lockfile in effect pins
-unpinned names, with no request.
+unpinned names, with no request, and leaves refs for ``kernelhook cache prune``.
 """
 
 from __future__ import annotations
@@ -38,13 +38,38 @@ logger = logging.getLogger("kernelhook")
 _VERSION_BRANCH = re.compile(r"v(\d+)")
 
 
-def lockfile_pin(name: KernelName) -> Resolved | None:
-    """The commit the lockfile in effect pins for this name, if any."""
+def lockfile_pin(name: KernelName, store: Store) -> Resolved | None:
+    """The commit the lockfile in effect pins for this name, if any (see ``locked_resolution``)."""
     lock = lockfile.lock_in_effect()
     locked = lock.find(name.repo_id_candidates()) if lock is not None else None
     if locked is None:
         return None
-    return Resolved(RepoAddress(locked.repo_id, locked.repo_type), locked.commit, f"lockfile {lock.path}")
+    return locked_resolution(lock, locked, store, f"lockfile {lock.path}")
+
+
+def locked_resolution(lock: lockfile.Lock, locked: lockfile.LockedKernel, store: Store, how: str) -> Resolved:
+    """A lockfile's pin as a resolution, with no request.
+
+    It leaves the revision refs a load of the same pin would: the commit's own (a root that
+    ``kernelhook cache prune`` keeps wherever it runs) and, unless the cache has one already, the
+    locked revision's, so that ``import kernels_hub.<org>.<repo>@<revision>`` also works offline.
+
+    Returns:
+        The locked repo and commit, resolved ``how``.
+    """
+    repo = RepoAddress(locked.repo_id, locked.repo_type)
+    if store.recall_revision(repo, locked.commit) is None:
+        store.remember_revision(repo, locked.commit, locked.commit, locked.commit)
+    if store.recall_revision(repo, locked.revision) is None:  # dated when the lock was written, as it resolved then
+        store.remember_revision(repo, locked.revision, locked.revision, locked.commit, _written_at(lock.path))
+    return Resolved(repo, locked.commit, how)
+
+
+def _written_at(path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def resolve(name: KernelName, store: Store) -> Resolved:
@@ -57,7 +82,7 @@ def resolve(name: KernelName, store: Store) -> Resolved:
         LockfileError: the lockfile in effect cannot be read.
     """
     if name.revision is None:
-        pinned = lockfile_pin(name)
+        pinned = lockfile_pin(name, store)
         if pinned is not None:
             return pinned
     movable = name.revision is None or not (is_full_sha(name.revision) or is_short_sha(name.revision))
