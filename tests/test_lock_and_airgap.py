@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ import kernelhook
 from kernelhook.cli import main as cli
 from kernelhook.testing import LocalHub
 
-from .conftest import ASCEND, child_env
-from .repos import new_layout
+from .conftest import ASCEND, child_env, run_python
+from .repos import SEED, new_layout
 
 REPO = "acme/locked"
 BLOB = bytes(range(256)) * 16  # an LFS file: locked by sha256
@@ -127,6 +128,83 @@ def test_a_cache_filled_online_loads_on_an_offline_machine(project, tmp_path):
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[0] == "1.0"
     assert project.requests == []  # zero network attempts
+
+
+@pytest.mark.parametrize("cache_at, offline_by", [
+    ("where it was filled", "HF_HUB_OFFLINE"),
+    ("copied elsewhere", "HF_HUB_OFFLINE"),
+    ("copied elsewhere", "no Hub at HF_ENDPOINT"),
+])
+def test_a_cli_download_imports_offline_by_module_name_with_no_request(env, hub, tmp_path, cache_at, offline_by):
+    """`kernelhook download` records revisions, not which repo a Python spelling means: offline, every
+    spelling of the typed name is looked for in the cache."""
+    filled = subprocess.run([sys.executable, "-m", "kernelhook", "download", f"{SEED}@v2", SEED],
+                            env=child_env(env), capture_output=True, text=True, timeout=120)
+    assert filled.returncode == 0, filled.stderr
+    cache = Path(env["KERNELHOOK_CACHE"])
+    if cache_at == "copied elsewhere":
+        cache = shutil.copytree(cache, tmp_path / "cluster-cache")
+        shutil.rmtree(env["KERNELHOOK_CACHE"])
+    hub.clear_requests()
+    sha = hub.shas["seed_v2"]
+    offline = dict(env, KERNELHOOK_CACHE=str(cache))
+    if offline_by == "HF_HUB_OFFLINE":
+        offline["HF_HUB_OFFLINE"] = "1"
+    else:
+        offline["HF_ENDPOINT"] = _closed_port()
+    for revision in ("@v2", "", f"@{sha}"):  # each in a fresh interpreter: nothing learnt from the one before
+        code = ("import importlib, kernelhook\n"
+                f"k = importlib.import_module('kernels_hub.kernels_ext_npu.RMSNorm{revision}')\n"
+                "print(k.VERSION, kernelhook.origin(k).commit)")
+        result = run_python(code, offline)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["2.0", sha]
+    assert hub.requests == []
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+
+
+def test_a_lockfile_download_imports_offline_by_module_name_outside_the_project(project, system, tmp_path):
+    _cli("lock")
+    shutil.rmtree(project.cache)  # the lockfile comes with the project; this machine's cache starts empty
+    assert _cli("download")[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    project.clear_requests()
+    offline = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache), "HF_HUB_OFFLINE": "1"}
+    code = "import importlib; print(importlib.import_module('kernels_hub.acme.locked@v1').VERSION)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=child_env(offline),
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "1.0", result.stderr
+    assert project.requests == []
+
+
+@pytest.mark.parametrize("fetched_by", ["kernelhook download", "a locked load"])
+def test_prune_where_no_lockfile_is_in_effect_keeps_what_a_lockfile_fetched(project, system, tmp_path, monkeypatch,
+                                                                             fetched_by):
+    _cli("lock")
+    shutil.rmtree(project.cache)  # locked elsewhere: only the lockfile's own fetch fills this cache
+    if fetched_by == "kernelhook download":
+        assert _cli("download")[0] == 0
+    else:
+        assert kernelhook.get_kernel(REPO).VERSION == "1.0"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out = _cli("cache", "prune", "--grace", "0", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["kept_for_lockfile"] == []  # no lockfile in effect here
+    assert (report["refs"], report["trees"], report["objects"]) == ([], [], [])
+    project.clear_requests()
+    offline = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", "import kernels_hub.acme.locked as k; print(k.VERSION)"],
+                            cwd=project.folder, env=child_env(offline), capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "1.0", result.stderr
+    assert project.requests == []
 
 
 def _unshare_works() -> bool:

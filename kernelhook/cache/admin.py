@@ -1,8 +1,9 @@
 """``kernelhook cache ls | verify | prune``: look after the store.
 
 prune marks from roots, then sweeps, refs before content (as git's gc does):
-roots are every revision ref (what each pin last resolved to on this machine)
-and every commit a lockfile pins; the trees those commits' variant refs name,
+roots are every revision ref (what each pin last resolved to in this cache,
+lockfile pins included: their loads and downloads leave their commit's ref)
+and every commit the lockfile in effect pins; the trees those commits' variant refs name,
 and the objects those trees' manifests list, are kept. Entries younger than
 the grace period are kept too, so a prune never pulls files from under a
 download in progress.

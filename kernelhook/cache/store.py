@@ -13,11 +13,25 @@ Layout (``v1/`` is the format version)::
     names/<typed org>/<typed repo>.json  how a typed name mapped to a Hub repo
     locks/, tmp/
 
+Revision refs are the roots ``kernelhook cache prune`` keeps. Every pin leaves
+one: a branch, tag or unpinned name the commit it resolved to, a commit pin
+itself. A lockfile pin (a load, or ``kernelhook download`` of a lockfile) leaves
+the ref a commit pin of its commit leaves, so prune keeps what a lockfile
+fetched even where that lockfile is not in effect, and the ref of the locked
+revision (``v1``, say) unless that revision has one already, so the revision
+also imports offline by name.
+
 Correctness never depends on the locks (NFS and Lustre lie about them): every
 entry is written to a temporary name in the same filesystem and renamed into
 place, entries are immutable and named by their digest, and a rename that
 finds its target present counts as success. The locks only save duplicate
 downloads. Reading never writes, so a read-only cache can be loaded from.
+
+Sharing: files and folders get the modes ``open`` and ``mkdir`` give under the
+process umask (objects and trees read-only: 0o444 less the umask), so a cache
+filled with umask 022 is readable by every user, one filled with 077 by its
+owner only. A read that permissions refuse is a CacheError, never a miss: a
+miss would send the request the cache was filled to avoid, then fail to write.
 """
 
 from __future__ import annotations
@@ -29,13 +43,14 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from ..errors import CacheError
-from ..files import write_atomic
+from ..files import file_mode, folder_mode, write_atomic
 from ..repo import RepoAddress
 
 logger = logging.getLogger("kernelhook")
@@ -99,20 +114,61 @@ class Store:
         return self.root / "manifests" / f"{digest}.json"
 
     def read_json(self, relative: str):
+        """A small entry's JSON; None when absent or damaged (a miss: it is rewritten on the next resolve).
+
+        Raises:
+            CacheError: permissions keep this user from reading it.
+        """
+        data = self._read(relative)
         try:
-            with open(self.root / relative, encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            # A damaged ref is a cache miss, never a crash: it is rewritten on the next resolve.
+            return None if data is None else json.loads(data)
+        except ValueError:
             return None
 
     def read_text(self, relative: str) -> str | None:
+        """A small entry's text, stripped; None when absent, empty or undecodable.
+
+        Raises:
+            CacheError: permissions keep this user from reading it.
+        """
+        data = self._read(relative)
         try:
-            return (self.root / relative).read_text(encoding="utf-8").strip() or None
+            return None if data is None else data.decode("utf-8").strip() or None
+        except UnicodeDecodeError:
+            return None
+
+    def _read(self, relative: str) -> bytes | None:
+        path = self.root / relative
+        try:
+            return path.read_bytes()
+        except PermissionError as exc:
+            raise unreadable(self.top, path, exc) from exc
         except OSError:
             return None
+
+    def has_object(self, sha256: str) -> bool:
+        """Returns whether the object is present.
+
+        Raises:
+            CacheError: permissions keep this user from seeing it.
+        """
+        return self._is(self.object_path(sha256), stat.S_ISREG)
+
+    def has_tree(self, digest: str) -> bool:
+        """Returns whether the variant tree is present.
+
+        Raises:
+            CacheError: permissions keep this user from seeing it.
+        """
+        return self._is(self.tree_path(digest), stat.S_ISDIR)
+
+    def _is(self, path: Path, kind) -> bool:
+        try:
+            return kind(os.stat(path).st_mode)
+        except PermissionError as exc:
+            raise unreadable(self.top, path, exc) from exc
+        except OSError:
+            return False
 
     def sha256_of_git_blob(self, oid: str) -> str | None:
         return self.read_text(f"index/git-sha1/{oid}")
@@ -143,22 +199,34 @@ class Store:
         found = self.read_json(self._revision_file(repo, revision))
         return found if isinstance(found, dict) and isinstance(found.get("commit"), str) else None
 
-    def remember_revision(self, repo: RepoAddress, revision: str | None, resolved: str, commit: str) -> None:
-        record = {"revision": resolved, "commit": commit, "resolved_at": time.time()}
+    def remember_revision(self, repo: RepoAddress, revision: str | None, resolved: str, commit: str,
+                          resolved_at: float | None = None) -> None:
+        """Record what a revision resolved to (now, unless ``resolved_at`` says when)."""
+        when = time.time() if resolved_at is None else resolved_at
+        record = {"revision": resolved, "commit": commit, "resolved_at": when}
         self.write_json(self._revision_file(repo, revision), record)
 
     def known_commits(self, repo: RepoAddress) -> set[str]:
-        """Every commit of this repo the cache has seen (for short-sha pins)."""
+        """Every commit of this repo the cache has seen (for short-sha pins).
+
+        Raises:
+            CacheError: permissions keep this user from reading the repo's refs.
+        """
         base = self.root / self._repo_dir(repo)
-        commits = set()
-        with contextlib.suppress(OSError):
-            commits.update(p.name for p in (base / "commits").iterdir())
-        with contextlib.suppress(OSError):
-            for ref in (base / "revisions").iterdir():
-                found = self.read_json(str(ref.relative_to(self.root)))
-                if isinstance(found, dict) and isinstance(found.get("commit"), str):
-                    commits.add(found["commit"])
+        commits = {p.name for p in self._entries(base / "commits")}
+        for ref in self._entries(base / "revisions"):
+            found = self.read_json(str(ref.relative_to(self.root)))
+            if isinstance(found, dict) and isinstance(found.get("commit"), str):
+                commits.add(found["commit"])
         return commits
+
+    def _entries(self, folder: Path) -> list[Path]:
+        try:
+            return list(folder.iterdir())
+        except PermissionError as exc:
+            raise unreadable(self.top, folder, exc) from exc
+        except OSError:
+            return []
 
     def load_listing(self, repo: RepoAddress, commit: str) -> list | None:
         found = self.read_json(f"{self._repo_dir(repo)}/commits/{commit}/listing.json")
@@ -169,7 +237,7 @@ class Store:
 
     def variant_tree(self, repo: RepoAddress, commit: str, variant: str) -> str | None:
         digest = self.read_text(f"{self._repo_dir(repo)}/commits/{commit}/variants/{variant}")
-        return digest if digest and self.tree_path(digest).is_dir() else None
+        return digest if digest and self.has_tree(digest) else None
 
     def remember_variant_tree(self, repo: RepoAddress, commit: str, variant: str, digest: str) -> None:
         self.write_text(f"{self._repo_dir(repo)}/commits/{commit}/variants/{variant}", digest)
@@ -211,7 +279,7 @@ class Store:
         target = self.object_path(sha256)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(temp_path, 0o444)  # objects are immutable; hard links in trees share this
+            os.chmod(temp_path, file_mode(read_only=True))  # immutable; the hard links in trees share this
             os.replace(temp_path, target)  # same content either way: a concurrent writer is harmless
         except OSError as exc:
             _unlink_quietly(temp_path)
@@ -231,6 +299,7 @@ class Store:
         try:
             staging = Path(tempfile.mkdtemp(dir=self._mkdir("tmp"), prefix="tree-"))
             try:
+                os.chmod(staging, folder_mode())  # mkdtemp's 0700 would hide the tree from other users
                 for relative, sha256 in files.items():
                     dest = staging / check_relative_path(relative)
                     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +347,8 @@ class Store:
         import filelock
 
         try:
-            lock = filelock.FileLock(str(self._mkdir("locks") / f"{key}.lock"), timeout=timeout)
+            # An explicit mode: some filelock releases make lock files 0644 whatever the umask.
+            lock = filelock.FileLock(str(self._mkdir("locks") / f"{key}.lock"), timeout=timeout, mode=file_mode())
             lock.acquire()
         except (OSError, filelock.Timeout):
             yield
@@ -294,11 +364,22 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         os.link(source, dest)
     except OSError:
         shutil.copyfile(source, dest)  # filesystems without hard links
+        os.chmod(dest, file_mode(read_only=True))  # as read-only as the object it copies
 
 
 def _unlink_quietly(path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def unreadable(top: Path, path: Path, exc: OSError) -> CacheError:
+    """Returns the error for a cache entry that permissions keep this user from reading: not a miss."""
+    return CacheError(
+        f"could not read {path}: {exc.strerror or exc}. Permissions keep this user out of the cache at {top} "
+        f"(one filled under umask 077 is its owner's alone), so kernelhook cannot tell what it holds and does "
+        f"not go to the Hub instead. Fix: its owner runs `chmod -R a+rX {top}` and fills it under umask 022 "
+        f"from then on, or point KERNELHOOK_CACHE at a cache of your own."
+    )
 
 
 def cache_error(action: str, path: Path, exc: OSError) -> CacheError:

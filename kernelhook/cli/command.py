@@ -26,10 +26,9 @@ from ..errors import KernelHookError, LockfileError
 from ..files import write_atomic
 from ..loading import fetch
 from ..loading.names import parse_repo_id
-from ..loading.resolve import resolve
+from ..loading.resolve import locked_resolution, resolve
 from ..platform import candidate_patterns, current_system
 from ..project import nearest
-from ..repo import RepoAddress, Resolved
 from .check import check_repo
 from .publish import publish
 
@@ -106,7 +105,7 @@ def cmd_download(args):
     store = Store()
     lock = _lock_for(args.lockfile, required=not args.repos)
     targets = [(resolve(_kernel_name(spec), store), None) for spec in args.repos] or [
-        (Resolved(RepoAddress(k.repo_id, k.repo_type), k.commit, "lockfile"), k) for k in lock.kernels.values()
+        (locked_resolution(lock, k, store, "lockfile"), k) for k in lock.kernels.values()  # refs that prune keeps
     ]
     rows = []
     for resolved, locked in targets:

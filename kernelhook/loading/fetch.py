@@ -146,7 +146,7 @@ def _ensure_object(resolved: Resolved, store: Store, entry: hub.ListingEntry) ->
 
 def _known_sha256(store: Store, entry: hub.ListingEntry) -> str | None:
     sha256 = entry.lfs_sha256 or store.sha256_of_git_blob(entry.git_oid)
-    return sha256 if sha256 and store.object_path(sha256).is_file() else None
+    return sha256 if sha256 and store.has_object(sha256) else None
 
 
 def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:

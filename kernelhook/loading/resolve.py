@@ -12,7 +12,11 @@ exists; that request doubles as the resolve, and the mapping is remembered.
 
 When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors),
 a branch, tag or unpinned name falls back to the commit it last resolved to,
-with a warning. A lockfile in effect pins unpinned names, with no request.
+with a warning. A name this machine never imported (its cache came from
+``kernelhook download`` here or elsewhere, which records revisions, not
+names) is then looked for in the cache under each spelling, in discovery's
+order; the first that the cache can answer wins. A lockfile in effect pins
+unpinned names, with no request, and leaves refs for ``kernelhook cache prune``.
 """
 
 from __future__ import annotations
@@ -34,13 +38,38 @@ logger = logging.getLogger("kernelhook")
 _VERSION_BRANCH = re.compile(r"v(\d+)")
 
 
-def lockfile_pin(name: KernelName) -> Resolved | None:
-    """The commit the lockfile in effect pins for this name, if any."""
+def lockfile_pin(name: KernelName, store: Store) -> Resolved | None:
+    """The commit the lockfile in effect pins for this name, if any (see ``locked_resolution``)."""
     lock = lockfile.lock_in_effect()
     locked = lock.find(name.repo_id_candidates()) if lock is not None else None
     if locked is None:
         return None
-    return Resolved(RepoAddress(locked.repo_id, locked.repo_type), locked.commit, f"lockfile {lock.path}")
+    return locked_resolution(lock, locked, store, f"lockfile {lock.path}")
+
+
+def locked_resolution(lock: lockfile.Lock, locked: lockfile.LockedKernel, store: Store, how: str) -> Resolved:
+    """A lockfile's pin as a resolution, with no request.
+
+    It leaves the revision refs a load of the same pin would: the commit's own (a root that
+    ``kernelhook cache prune`` keeps wherever it runs) and, unless the cache has one already, the
+    locked revision's, so that ``import kernels_hub.<org>.<repo>@<revision>`` also works offline.
+
+    Returns:
+        The locked repo and commit, resolved ``how``.
+    """
+    repo = RepoAddress(locked.repo_id, locked.repo_type)
+    if store.recall_revision(repo, locked.commit) is None:
+        store.remember_revision(repo, locked.commit, locked.commit, locked.commit)
+    if store.recall_revision(repo, locked.revision) is None:  # dated when the lock was written, as it resolved then
+        store.remember_revision(repo, locked.revision, locked.revision, locked.commit, _written_at(lock.path))
+    return Resolved(repo, locked.commit, how)
+
+
+def _written_at(path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def resolve(name: KernelName, store: Store) -> Resolved:
@@ -53,7 +82,7 @@ def resolve(name: KernelName, store: Store) -> Resolved:
         LockfileError: the lockfile in effect cannot be read.
     """
     if name.revision is None:
-        pinned = lockfile_pin(name)
+        pinned = lockfile_pin(name, store)
         if pinned is not None:
             return pinned
     movable = name.revision is None or not (is_full_sha(name.revision) or is_short_sha(name.revision))
@@ -163,30 +192,47 @@ def _resolve_from_cache(name: KernelName, repo: RepoAddress, store: Store, cause
     return Resolved(repo, last["commit"], f"cached {last.get('revision')} (offline)")
 
 
+def _addresses(name: KernelName) -> list[RepoAddress]:
+    """Every repo a name may mean, in the order discovery tries them."""
+    return [RepoAddress(repo_id, repo_type) for repo_id in name.repo_id_candidates() for repo_type in hub.REPO_TYPES]
+
+
 def _discover(name: KernelName, store: Store) -> Resolved:
-    """Try every spelling in every repo type; the first that exists wins and is remembered."""
+    """Try every spelling in every repo type; the first that exists wins and is remembered.
+    When the Hub cannot be asked, the first that the cache can answer for wins instead."""
     tried = []
-    for repo_id in name.repo_id_candidates():
-        for repo_type in hub.REPO_TYPES:
-            repo = RepoAddress(repo_id, repo_type)
-            tried.append(repo)
-            try:
-                resolved = _resolve_online(name, repo, store)
-            except hub.RepoMissing:
-                continue
-            except hub.HubError as exc:
-                raise HubUnreachableError(
-                    f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({hub.explain(exc)}) to find which repo the "
-                    f"name means, and it was never imported on this machine. Fix: import it once online "
-                    f"(then it also works offline), or check HF_ENDPOINT / HF_HUB_OFFLINE."
-                ) from exc
-            store.remember_name(name.key, repo)
-            return resolved
+    for repo in _addresses(name):
+        tried.append(repo)
+        try:
+            resolved = _resolve_online(name, repo, store)
+        except hub.RepoMissing:
+            continue
+        except hub.HubError as exc:
+            return _discover_in_cache(name, store, exc, gone=tried[:-1])
+        store.remember_name(name.key, repo)
+        return resolved
     raise KernelNotFoundError(
         f"No Hub repo answers to {name.typed}: tried {', '.join(_tried(r) for r in tried)} at {hub.endpoint()}. "
         f"Fix: check the spelling on the Hub; for a private or gated repo set HF_TOKEN; for names with "
         f"dots use kernelhook.get_kernel('org/repo')."
     )
+
+
+def _discover_in_cache(name: KernelName, store: Store, cause: hub.HubError, gone: list[RepoAddress]) -> Resolved:
+    """The first spelling (in discovery's order, less those the Hub just said do not exist) whose
+    revision the cache has resolved before. The name is not remembered: online, discovery may
+    find an earlier spelling that this cache never held."""
+    for repo in _addresses(name):
+        if repo not in gone and store.recall_revision(repo, name.revision) is not None:
+            logger.info("%s: the Hub cannot be asked; the cache holds it as %s", name.typed, repo)
+            return _resolve_from_cache(name, repo, store, cause)
+    wanted = "unpinned" if name.revision is None else f"revision {name.revision!r}"
+    raise HubUnreachableError(
+        f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({hub.explain(cause)}) to find which repo the "
+        f"name means, and the cache at {store.top} has never resolved it ({wanted}) as any of "
+        f"{', '.join(_tried(r) for r in _addresses(name))}. Fix: import it once online or `kernelhook download` it "
+        f"(then it also works offline), or check HF_ENDPOINT / HF_HUB_OFFLINE."
+    ) from cause
 
 
 def _revision_not_found(name: KernelName, repo: RepoAddress, refs: hub.Refs | None = None) -> RevisionNotFoundError:
