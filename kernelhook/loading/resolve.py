@@ -9,10 +9,13 @@ Requests made (each at most once per resolve):
 A name never seen before first finds its repo: each spelling (as written, then
 underscores as hyphens) in each repo type (kernel, then model) until one
 exists; that request doubles as the resolve, and the mapping is remembered.
+Any answer that says "not here" moves on to the next candidate; only a
+transport failure or server error (or a refused token) stops the search.
 
-When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors),
-a branch, tag or unpinned name falls back to the commit it last resolved to,
-with a warning. A lockfile in effect pins unpinned names, with no request.
+When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors, a
+token it refuses), a branch, tag or unpinned name falls back to
+the commit it last resolved to, with a warning. A lockfile in effect pins
+unpinned names, with no request.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from .. import hub
 from ..cache import lockfile
 from ..cache.store import Store
-from ..errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
+from ..errors import HubUnreachableError, InvalidTokenError, KernelNotFoundError, RevisionNotFoundError
 from ..repo import RepoAddress, Resolved
 from . import distributed
 from .names import KernelName, is_full_sha, is_short_sha
@@ -150,43 +153,60 @@ def _resolve_from_cache(name: KernelName, repo: RepoAddress, store: Store, cause
     last = store.recall_revision(repo, name.revision)
     if last is None:
         asked = "unpinned" if name.revision is None else f"revision {name.revision!r}"
+        if isinstance(cause, hub.TokenRejected):
+            raise _token_rejected(name, cause, f"resolve {asked} of {repo}, which was never resolved here") from cause
         raise HubUnreachableError(
             f"{name.typed}: could not ask the Hub at {hub.endpoint()} to resolve {asked} of {repo} "
             f"({hub.explain(cause)}), and it was never resolved on this machine. Fix: import it once online, pin a "
             f"commit that is cached, or check HF_ENDPOINT / HF_HUB_OFFLINE."
         ) from cause
     age = _age(last.get("resolved_at"))
+    why = str(cause) if isinstance(cause, hub.TokenRejected) else f"the Hub cannot be asked ({cause})"
     logger.warning(
-        "%s: the Hub cannot be asked (%s); using commit %s, which %s resolved to %s ago",
-        name.typed, cause, last["commit"], last.get("revision") or "the unpinned name", age,
+        "%s: %s; using commit %s, which %s resolved to %s ago",
+        name.typed, why, last["commit"], last.get("revision") or "the unpinned name", age,
     )
     return Resolved(repo, last["commit"], f"cached {last.get('revision')} (offline)")
 
 
 def _discover(name: KernelName, store: Store) -> Resolved:
-    """Try every spelling in every repo type; the first that exists wins and is remembered."""
+    """Try every spelling in every repo type; the first that exists wins and is remembered.
+
+    Every answer that is not the repo says "not here" for that candidate only: RepoNotFound, the
+    401 an anonymous client gets for an unknown repo, a mirror's bare 404 or EntryNotFound for the
+    repo's refs, or any other refusal (a mirror without kernel repos may answer 400 or 403 for them).
+    A transport failure or server error stops the search, since the name may be right and the Hub
+    down; so does a refused token, which the Hub would refuse for every candidate.
+    """
     tried = []
     for repo_id in name.repo_id_candidates():
         for repo_type in hub.REPO_TYPES:
             repo = RepoAddress(repo_id, repo_type)
-            tried.append(repo)
             try:
                 resolved = _resolve_online(name, repo, store)
-            except hub.RepoMissing:
-                continue
-            except hub.HubError as exc:
+            except hub.TokenRejected as exc:
+                raise _token_rejected(name, exc, "find which repo the name means") from exc
+            except hub.HubUnavailable as exc:
                 raise HubUnreachableError(
                     f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({hub.explain(exc)}) to find which repo the "
                     f"name means, and it was never imported on this machine. Fix: import it once online "
                     f"(then it also works offline), or check HF_ENDPOINT / HF_HUB_OFFLINE."
                 ) from exc
+            except hub.HubError as exc:
+                tried.append(f"{_tried(repo)}: {exc.answer}")
+                logger.debug("%s: %s is not on the Hub (%s)", name.typed, repo, hub.explain(exc))
+                continue
             store.remember_name(name.key, repo)
             return resolved
     raise KernelNotFoundError(
-        f"No Hub repo answers to {name.typed}: tried {', '.join(_tried(r) for r in tried)} at {hub.endpoint()}. "
+        f"No Hub repo answers to {name.typed}: tried {'; '.join(tried)} at {hub.endpoint()}. "
         f"Fix: check the spelling on the Hub; for a private or gated repo set HF_TOKEN; for names with "
         f"dots use kernelhook.get_kernel('org/repo')."
     )
+
+
+def _token_rejected(name: KernelName, cause: hub.TokenRejected, doing: str) -> InvalidTokenError:
+    return InvalidTokenError(f"{name.typed}: could not {doing} at {hub.endpoint()}: {cause}")
 
 
 def _revision_not_found(name: KernelName, repo: RepoAddress, refs: hub.Refs | None = None) -> RevisionNotFoundError:
