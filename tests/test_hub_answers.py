@@ -1,4 +1,4 @@
-"""How kernelhook reads the Hub's refusals: bad tokens, gated repos, mirrors.
+"""How kernelhook reads the Hub's refusals: bad tokens, gated repos, mirrors, pull requests.
 
 The answers come from LocalHub's switches (tests/test_localhub_access.py checks them
 against huggingface_hub), over both of kernelhook's ways of asking: plain HTTP, and
@@ -21,6 +21,7 @@ from kernelhook.errors import (
     HubUnreachableError,
     InvalidTokenError,
     KernelNotFoundError,
+    RevisionNotFoundError,
 )
 from kernelhook.hub import client as hub_client
 from kernelhook.hub import errors as hub_errors
@@ -46,6 +47,9 @@ def strict_hub(tmp_path_factory):
         hub.create_repo("acme/gated", repo_type="kernel")
         hub.shas["gated"] = hub.commit("acme/gated", new_layout(VARIANT, "gated"), repo_type="kernel", branch="v1")
         hub.gate("acme/gated", repo_type="kernel", granted_tokens={GOOD})
+        hub.create_repo("acme/relu-pr", repo_type="kernel")
+        hub.shas["main"] = hub.commit("acme/relu-pr", new_layout(VARIANT, "main"), repo_type="kernel")
+        hub.shas["pr"] = hub.create_pull_request("acme/relu-pr", new_layout(VARIANT, "pr"), repo_type="kernel")[1]
         yield hub
 
 
@@ -181,6 +185,38 @@ def test_a_server_error_still_stops_discovery_as_an_outage(hub, transport):
     with pytest.raises(HubUnreachableError) as info:
         kernelhook.get_kernel("mirror_org/relu_kernel", version=1)
     assert not isinstance(info.value, KernelNotFoundError) and "503" in str(info.value)
+
+
+# -- pull requests -----------------------------------------------------------------------------------
+
+def test_a_pull_request_revision_loads_the_pull_requests_commit(hub, transport):
+    module = kernelhook.get_kernel("acme/relu-pr", revision="refs/pr/1")
+    assert module.VERSION == "pr" and kernelhook.origin(module).commit == hub.shas["pr"]
+    # Resolved on the revision endpoint, the ref quoted as one path segment.
+    assert hub.count(path_contains="/api/kernels/acme/relu-pr/revision/refs%2Fpr%2F1") == 1
+    assert kernelhook.get_kernel("acme/relu-pr").VERSION == "main"  # the branch did not move
+
+
+def test_a_pull_request_is_remembered_for_offline_use_like_a_branch(hub, monkeypatch, caplog):
+    first = kernelhook.get_kernel("acme/relu-pr", revision="refs/pr/1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.clear_requests()
+    with caplog.at_level(logging.WARNING, logger="kernelhook"):
+        again = kernelhook.get_kernel("acme/relu-pr", revision="refs/pr/1")
+    assert again is first and hub.requests == []
+    assert any("refs/pr/1" in r.getMessage() and hub.shas["pr"] in r.getMessage() for r in caplog.records)
+
+
+def test_a_pull_request_also_loads_through_importlib(hub):
+    module = importlib.import_module("kernels_hub.acme.relu-pr@refs/pr/1")
+    assert module.VERSION == "pr"
+    assert importlib.import_module("kernels_hub.acme.relu-pr@refs/pr/1.layers").ReLU().forward(-1) == 0
+
+
+def test_a_pull_request_the_repo_does_not_have_is_revision_not_found(hub):
+    with pytest.raises(RevisionNotFoundError) as info:
+        kernelhook.get_kernel("acme/relu-pr", revision="refs/pr/7")
+    assert "refs/pr/7" in str(info.value) and "main" in str(info.value)
 
 
 # -- the mapping itself, as a table ------------------------------------------------------------------

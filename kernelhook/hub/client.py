@@ -7,7 +7,7 @@ follow its environment variables (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
 Calls made, and nothing else (the API calls over plain HTTP with huggingface_hub's
 headers and timeout, its session as fallback: see _request_json; files and
 publishing through huggingface_hub itself):
-  * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a (short) commit sha
+  * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a (short) commit sha or a pull request (refs/pr/N)
   * ``GET /api/{type}s/{repo}/refs``             branches and tags: named and unpinned revisions
   * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive, page by page
   * ``GET /[kernels/]{repo}/resolve/{sha}/{path}``  one request per file
@@ -81,7 +81,7 @@ class Refs(NamedTuple):
 
 
 def resolve_revision(repo: RepoAddress, revision: str) -> str:
-    """One request: the commit a branch, tag, full or short sha names."""
+    """One request: the commit a branch, tag, pull request (refs/pr/N), full or short sha names."""
     info = with_retries(f"resolving {revision} of {repo}", lambda: _get_json(repo, f"revision/{quote(revision, safe='')}"))
     return checked_sha(info.get("sha") if isinstance(info, dict) else None, repo)
 

@@ -3,7 +3,7 @@
 Requests made (each at most once per resolve):
   * full sha pin, repo known from an earlier import:   none
   * short sha pin matching one commit already known:   none
-  * unknown short sha:                                 one (the revision endpoint)
+  * unknown short sha, or a pull request (refs/pr/N): one (the revision endpoint)
   * branch, tag or vN:                                 one (the refs listing)
   * unpinned:                                          one (the refs listing): highest vN, else main
 A name never seen before first finds its repo: each spelling (as written, then
@@ -13,7 +13,7 @@ Any answer that says "not here" moves on to the next candidate; only a
 transport failure or server error (or a refused token) stops the search.
 
 When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors, a
-token it refuses), a branch, tag or unpinned name falls back to
+token it refuses), a branch, tag, pull request or unpinned name falls back to
 the commit it last resolved to, with a warning. A lockfile in effect pins
 unpinned names, with no request.
 """
@@ -30,7 +30,7 @@ from ..cache.store import Store
 from ..errors import HubUnreachableError, InvalidTokenError, KernelNotFoundError, RevisionNotFoundError
 from ..repo import RepoAddress, Resolved
 from . import distributed
-from .names import KernelName, is_full_sha, is_short_sha
+from .names import KernelName, is_full_sha, is_pull_request, is_short_sha
 
 logger = logging.getLogger("kernelhook")
 
@@ -117,8 +117,11 @@ def _resolve_locally(name: KernelName, repo: RepoAddress, store: Store) -> Resol
 def _resolve_online(name: KernelName, repo: RepoAddress, store: Store) -> Resolved:
     if name.revision is None:
         return _resolve_unpinned(name, repo, store)
-    if is_full_sha(name.revision) or is_short_sha(name.revision):
-        try:  # the Hub resolves (short) shas on its revision endpoint
+    if is_full_sha(name.revision) or is_short_sha(name.revision) or is_pull_request(name.revision):
+        # The Hub resolves (short) shas and pull requests on its revision endpoint. For a pull request
+        # the refs listing would do only when asked with include_prs, and then it carries every pull
+        # request the repo ever had; the revision endpoint answers for this one ref alone.
+        try:
             commit = hub.resolve_revision(repo, name.revision)
         except hub.RevisionMissing as exc:
             raise _revision_not_found(name, repo) from exc
