@@ -36,6 +36,10 @@ class HubUnreachableError(KernelImportError):
     """The Hub could not be asked and nothing usable is cached."""
 
 
+class InvalidTokenError(HubUnreachableError):
+    """The Hub refused the token sent (HF_TOKEN or the stored login) and nothing usable is cached."""
+
+
 class NoBuildError(KernelImportError):
     """The repo has no `build/` folder at that commit."""
 
@@ -46,6 +50,10 @@ class NoCompatibleVariantError(KernelImportError):
 
 class DownloadError(KernelImportError):
     """A file could not be downloaded, or its bytes did not match the Hub's hash."""
+
+
+class GatedKernelError(DownloadError):
+    """The repo is gated: its files need the conditions accepted on the Hub and a token with access."""
 
 
 class CacheError(KernelImportError):

@@ -5,7 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernelhook.errors import InvalidKernelName, InvalidRevision
-from kernelhook.loading.names import KernelName, is_full_sha, is_short_sha, parse_module_name, parse_repo_id
+from kernelhook.loading.names import (
+    KernelName,
+    is_full_sha,
+    is_pull_request,
+    is_short_sha,
+    parse_module_name,
+    parse_repo_id,
+)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -20,6 +27,7 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
         ("kernels_hub.org.repo@main.layers", "org", "repo", "main", "layers"),
         ("kernels_hub.org.repo.layers.deep", "org", "repo", None, "layers.deep"),
         ("kernels_hub.org.liger_kernels@release_2", "org", "liger_kernels", "release_2", None),
+        ("kernels_hub.org.repo@refs/pr/12.layers", "org", "repo", "refs/pr/12", "layers"),  # through importlib
     ],
 )
 def test_module_names_parse(fullname, org, repo, revision, submodule):
@@ -104,6 +112,23 @@ def test_bad_repo_ids_and_revisions(repo_id, revision, version, error):
     with pytest.raises(error) as info:
         parse_repo_id(repo_id, revision, version)
     assert repo_id in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "revision, is_pr",
+    [
+        ("refs/pr/1", True),
+        ("refs/pr/120", True),
+        ("refs/pr/0", False),  # the Hub numbers pull requests from 1
+        ("refs/pr/01", False),  # numbers are written without leading zeros
+        ("refs/pr/", False),
+        ("refs/pr/1/head", False),  # GitHub's spelling, not the Hub's
+        ("refs/heads/main", False),
+        ("pr/1", False),
+    ],
+)
+def test_pull_request_revisions(revision, is_pr):
+    assert is_pull_request(revision) is is_pr
 
 
 def test_commit_forms():

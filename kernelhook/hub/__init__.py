@@ -19,7 +19,17 @@ from .client import (
     list_refs,
     resolve_revision,
 )
-from .errors import EntryMissing, HubError, HubUnavailable, RepoMissing, RevisionMissing, explain, offline
+from .errors import (
+    EntryMissing,
+    HubError,
+    HubUnavailable,
+    RepoGated,
+    RepoMissing,
+    RevisionMissing,
+    TokenRejected,
+    explain,
+    offline,
+)
 from .upload import publish_folder
 
 __all__ = [
@@ -30,8 +40,10 @@ __all__ = [
     "ListingEntry",
     "REPO_TYPES",
     "Refs",
+    "RepoGated",
     "RepoMissing",
     "RevisionMissing",
+    "TokenRejected",
     "download",
     "endpoint",
     "explain",

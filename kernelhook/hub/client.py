@@ -7,7 +7,7 @@ follow its environment variables (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
 Calls made, and nothing else (the API calls over plain HTTP with huggingface_hub's
 headers and timeout, its session as fallback: see _request_json; files and
 publishing through huggingface_hub itself):
-  * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a (short) commit sha
+  * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a (short) commit sha or a pull request (refs/pr/N)
   * ``GET /api/{type}s/{repo}/refs``             branches and tags: named and unpinned revisions
   * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive, page by page
   * ``GET /[kernels/]{repo}/resolve/{sha}/{path}``  one request per file
@@ -26,7 +26,7 @@ from typing import BinaryIO, NamedTuple
 from urllib.parse import quote
 
 from ..repo import RepoAddress
-from .errors import HubUnavailable, error_for_status, translated
+from .errors import EntryMissing, HubUnavailable, RepoMissing, error_for_status, translated
 
 logger = logging.getLogger("kernelhook")
 
@@ -81,7 +81,7 @@ class Refs(NamedTuple):
 
 
 def resolve_revision(repo: RepoAddress, revision: str) -> str:
-    """One request: the commit a branch, tag, full or short sha names."""
+    """One request: the commit a branch, tag, pull request (refs/pr/N), full or short sha names."""
     info = with_retries(f"resolving {revision} of {repo}", lambda: _get_json(repo, f"revision/{quote(revision, safe='')}"))
     return checked_sha(info.get("sha") if isinstance(info, dict) else None, repo)
 
@@ -99,8 +99,16 @@ def list_refs(repo: RepoAddress) -> Refs:
 
 
 def _get_json(repo: RepoAddress, path: str):
-    """GET /api/{type}s/{repo}/{path}: a warm branch, tag or unpinned import's only request."""
-    data, _ = _request_json(f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}", repo)
+    """GET /api/{type}s/{repo}/{path}: a warm branch, tag or unpinned import's only request.
+
+    These endpoints name no file, so EntryNotFound here is about the repo: a self-hosted mirror
+    answers so for a repo it does not hold ("Repository refs are not cached locally").
+    """
+    try:
+        data, _ = _request_json(f"{endpoint()}/api/{repo.repo_type}s/{repo.repo_id}/{path}", repo)
+    except EntryMissing as exc:
+        raise RepoMissing(f"{exc} (EntryNotFound for the repo itself: a mirror that does not hold {repo})", exc.url,
+                          status=exc.status, code=exc.code, said=exc.said) from exc
     return data
 
 
@@ -142,13 +150,23 @@ def _get_json_plain(url: str):
         with urllib.request.urlopen(request, timeout=_timeout()) as response:
             return json.load(response), _next_page(response.headers.get("Link"))
     except urllib.error.HTTPError as exc:
-        raise error_for_status(exc.code, exc.headers, url) from exc
+        raise error_for_status(exc.code, exc.headers, url, _error_body(exc)) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or isinstance(exc, (TimeoutError, http.client.HTTPException, ValueError)):
             raise HubUnavailable(f"{type(reason).__name__}: {reason} (after {_timeout():g} s at most)", url,
                                  retryable=True) from exc
         raise _NoAnswer(str(reason)) from exc
+
+
+def _error_body(exc) -> bytes:
+    """The start of an error answer's body, where the Hub also says what went wrong."""
+    import http.client
+
+    try:
+        return exc.read(4096) or b""
+    except (OSError, http.client.HTTPException, ValueError):
+        return b""
 
 
 def _timeout() -> float:

@@ -8,6 +8,7 @@ which says whether a cached answer may stand in and whether a retry may help.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from typing import TYPE_CHECKING
 
@@ -19,11 +20,24 @@ if TYPE_CHECKING:
 
 class HubError(KernelHookError):
     """A failed request to the Hub. The loading path turns these into ImportErrors that say what to do;
-    elsewhere (publishing) they reach the user as they are, naming the URL."""
+    elsewhere (publishing) they reach the user as they are, naming the URL.
 
-    def __init__(self, message: str, url: str | None = None):
+    status, code and said: the HTTP status, X-Error-Code and server's message of the answer, when
+    there was one.
+    """
+
+    def __init__(self, message: str, url: str | None = None, *, status: int | None = None,
+                 code: str | None = None, said: str | None = None):
         super().__init__(message)
-        self.url = url
+        self.url, self.status, self.code, self.said = url, status, code, said
+
+    @property
+    def answer(self) -> str:
+        """The answer in a few words: "404 RepoNotFound", "401 Invalid username or password.", or the message."""
+        if self.status is None:
+            return str(self)
+        words = self.code or (self.said or "")[:100]
+        return f"{self.status} {words}".strip()
 
 
 def explain(exc: BaseException) -> str:
@@ -44,6 +58,18 @@ class EntryMissing(HubError):
     pass
 
 
+class RepoGated(HubError):
+    """The repo is gated: it lists, but its files go only to accounts granted access (403 GatedRepo)."""
+
+
+class TokenRejected(HubError):
+    """The Hub refused the token sent (401 "Invalid credentials in Authorization header"), whatever the repo.
+
+    The Hub was reached and said nothing about the repo, so a cached answer may stand in as in an
+    outage; the message says which token was sent and how to fix it.
+    """
+
+
 class HubUnavailable(HubError):
     """Offline mode, a connection failure, a timeout or a server error: a cached answer may do.
 
@@ -52,8 +78,9 @@ class HubUnavailable(HubError):
     """
 
     def __init__(self, message: str, url: str | None = None, *, retryable: bool = False,
-                 retry_after: float | None = None):
-        super().__init__(message, url)
+                 retry_after: float | None = None, status: int | None = None, code: str | None = None,
+                 said: str | None = None):
+        super().__init__(message, url, status=status, code=code, said=said)
         self.retryable, self.retry_after = retryable, retry_after
 
 
@@ -63,19 +90,65 @@ def offline() -> bool:
     return value is not None and value.upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def error_for_status(status: int, headers, url: str) -> HubError:
-    """The Hub's error answers, read as huggingface_hub's hf_raise_for_status reads them."""
+# The Hub's X-Error-Message for a token it does not accept; huggingface_hub tells it apart the same way.
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+
+
+def error_for_status(status: int, headers, url: str, body: bytes = b"") -> HubError:
+    """The Hub's error answers, read as huggingface_hub's hf_raise_for_status reads them.
+
+    The message is X-Error-Message, else the body's JSON "error", else the body's text.
+    """
     code = headers.get("X-Error-Code")
-    message = headers.get("X-Error-Message") or f"HTTP {status}"
+    said = headers.get("X-Error-Message") or _body_message(body)
+    if code not in _HUB_CODES and (status >= 500 or status == 429):
+        message = f"HTTP {status}: {said}" if said else f"HTTP {status}"
+        return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")),
+                              status=status, code=code, said=said)
+    return client_error(status, code, said or f"HTTP {status}", url)
+
+
+_HUB_CODES = ("RevisionNotFound", "EntryNotFound", "GatedRepo", "RepoNotFound")
+
+
+def client_error(status: int, code: str | None, message: str, url: str | None) -> HubError:
+    """A 4xx answer (429 aside) as a HubError, whichever client received it.
+
+    A 401 is the Hub's answer to an anonymous client for a repo that does not exist (or is private),
+    so it means "not found", unless it names the token as invalid; a 404 without X-Error-Code is how
+    a mirror or proxy says it does not hold what was asked for.
+    """
+    found = {"status": status, "code": code, "said": message}
     if code == "RevisionNotFound":
-        return RevisionMissing(message, url)
+        return RevisionMissing(message, url, **found)
     if code == "EntryNotFound":
-        return EntryMissing(message, url)
-    if code in ("RepoNotFound", "GatedRepo") or status == 401:
-        return RepoMissing(f"{message} (a private or gated repo needs HF_TOKEN)", url)
-    if status >= 500 or status == 429:
-        return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")))
-    return HubError(message, url)
+        return EntryMissing(message, url, **found)
+    if code == "GatedRepo":
+        return RepoGated(message, url, **found)
+    if status == 401 and INVALID_CREDENTIALS.lower() in message.lower():
+        return TokenRejected(_token_message(message), url, **found)
+    if code == "RepoNotFound" or status == 401 or (status == 404 and code is None):
+        return RepoMissing(f"{message} (a private or gated repo needs HF_TOKEN)", url, **found)
+    return HubError(message if message.startswith("HTTP ") else f"HTTP {status}: {message}", url, **found)
+
+
+def _token_message(message: str) -> str:
+    token = "HF_TOKEN" if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") else (
+        "the token stored by `hf auth login`")
+    return (f"the Hub refused {token} ({message}), as it does for every repo, public ones included. Fix: set "
+            f"HF_TOKEN to a valid token, or unset it and run `hf auth login`; public kernels need no token.")
+
+
+def _body_message(body: bytes) -> str | None:
+    """The error a Hub (JSON {"error": ...}) or another web server (plain text) put in the body."""
+    text = body[:4096].decode("utf-8", "replace").strip()
+    if not text:
+        return None
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return None if text.startswith("<") else text.splitlines()[0][:200]  # HTML pages say nothing useful
+    return error if isinstance(error, str) and error.strip() else None
 
 
 def _seconds(retry_after: str | None) -> float | None:
@@ -120,21 +193,28 @@ def _translate(exc: Exception, url: str | None) -> HubError:
     from huggingface_hub import errors
 
     url = url or _url_of(exc)
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return RevisionMissing(_first_line(exc), url)
-    if isinstance(exc, errors.EntryNotFoundError):
-        return EntryMissing(_first_line(exc), url)
-    if isinstance(exc, errors.RepositoryNotFoundError):  # GatedRepoError included
-        return RepoMissing(_first_line(exc), url)
-    if isinstance(exc, errors.OfflineModeIsEnabled):
-        return HubUnavailable("offline mode is enabled", url)
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
+    code = response.headers.get("X-Error-Code") if response is not None else None
+    found = {"status": status, "code": code, "said": _server_message(exc) if status is not None else None}
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return RevisionMissing(_first_line(exc), url, **found)
+    if isinstance(exc, errors.EntryNotFoundError):
+        return EntryMissing(_first_line(exc), url, **found)
+    if isinstance(exc, errors.GatedRepoError):
+        return RepoGated(_server_message(exc), url, **found)
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return RepoMissing(_first_line(exc), url, **found)
+    if isinstance(exc, errors.OfflineModeIsEnabled):
+        return HubUnavailable("offline mode is enabled", url)
     if isinstance(exc, errors.HfHubHTTPError) and status is not None:
         if status < 500 and status != 429:
-            return HubError(f"HTTP {status}: {_first_line(exc)}", url)
+            # huggingface_hub reads a 401 as RepositoryNotFoundError only on https URLs of model, dataset
+            # and space repos (REPO_API_REGEX), so kernel repos and plain-http mirrors land here.
+            return client_error(status, code, _server_message(exc), url)
         retry_after = _seconds(response.headers.get("Retry-After"))
-        return HubUnavailable(f"HTTP {status}: {_first_line(exc)}", url, retryable=True, retry_after=retry_after)
+        return HubUnavailable(f"HTTP {status}: {_first_line(exc)}", url, retryable=True, retry_after=retry_after,
+                              **found)
     # A refused connection will be refused again; a transfer that broke off may well succeed.
     refused = isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
     return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url, retryable=not refused)
@@ -147,6 +227,12 @@ def _url_of(exc: Exception) -> str | None:
         except Exception:  # httpx raises RuntimeError on .request when there is none
             continue
     return None
+
+
+def _server_message(exc: Exception) -> str:
+    """What the server said (X-Error-Message or the body's error), which huggingface_hub keeps apart."""
+    message = getattr(exc, "server_message", None)
+    return message.strip().splitlines()[0] if isinstance(message, str) and message.strip() else _first_line(exc)
 
 
 def _first_line(exc: Exception) -> str:

@@ -17,7 +17,10 @@ from .. import hub
 from ..cache.store import Store, cache_error, check_relative_path
 from ..errors import (
     DownloadError,
+    GatedKernelError,
     HubUnreachableError,
+    InvalidTokenError,
+    KernelImportError,
     NoBuildError,
     NoCompatibleVariantError,
     RevisionNotFoundError,
@@ -102,6 +105,8 @@ def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
         raise RevisionNotFoundError(
             f"{resolved.repo} has no commit {resolved.commit}. Fix: check the sha, or pin a branch, tag or vN."
         ) from exc
+    except hub.TokenRejected as exc:
+        raise InvalidTokenError(f"{resolved.repo} at commit {resolved.commit}: could not list build/: {exc}") from exc
     except hub.EntryMissing as exc:
         raise NoBuildError(
             f"{resolved.repo} at commit {resolved.commit} has no build/ folder, so it holds no kernel builds. "
@@ -166,7 +171,7 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
             problem = _mismatch(entry, size, sha256, git_oid)
         except hub.HubError as exc:
             temp.unlink(missing_ok=True)
-            raise DownloadError(f"{repo}@{commit[:12]}: could not download {entry.path} from {exc.url}: {exc}") from exc
+            raise _download_failed(resolved, entry, exc) from exc
         except OSError as exc:  # this machine's disk (full, read-only, no permission), not the Hub
             temp.unlink(missing_ok=True)
             raise cache_error("write", temp, exc) from exc
@@ -187,6 +192,21 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
     if entry.lfs_sha256 is None:
         store.remember_git_blob(entry.git_oid, sha256)
     return sha256
+
+
+def _download_failed(resolved: Resolved, entry: hub.ListingEntry, exc: hub.HubError) -> KernelImportError:
+    repo, commit = resolved.repo, resolved.commit
+    if isinstance(exc, hub.TokenRejected):
+        return InvalidTokenError(f"{repo}@{commit[:12]}: could not download {entry.path}: {exc}")
+    if isinstance(exc, hub.RepoGated):
+        page = f"{hub.endpoint()}/{'kernels/' if repo.repo_type == 'kernel' else ''}{repo.repo_id}"
+        return GatedKernelError(
+            f"{repo}@{commit[:12]}: {repo.repo_id} is a gated repo: it lists, but its files are served only to "
+            f"accounts granted access, and the Hub refused {entry.path} ({exc.answer}). Fix: visit {page} while logged "
+            f"in, accept the conditions to request access, then set HF_TOKEN to a token of that account "
+            f"(or run `hf auth login`)."
+        )
+    return DownloadError(f"{repo}@{commit[:12]}: could not download {entry.path} from {exc.url}: {exc}")
 
 
 def _mismatch(entry: hub.ListingEntry, size: int, sha256: str, git_oid: str) -> str | None:

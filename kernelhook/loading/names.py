@@ -32,6 +32,8 @@ _MODULE_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,94}[A-Za-z0-9_])?")
 _REVISION = re.compile(r"(?!-)(?!/)(?!.*\.\.)(?!.*//)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]{1,255}")
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
+# A Hub pull request's head: how a kernel is tried before it is merged.
+_PULL_REQUEST = re.compile(r"refs/pr/[1-9][0-9]*")
 
 
 class KernelName(NamedTuple):
@@ -126,7 +128,8 @@ def _check_revision(revision: str | None, typed: str) -> str | None:
         return None
     if not isinstance(revision, str) or not _REVISION.fullmatch(revision):
         raise InvalidRevision(
-            f"{typed}: {revision!r} is not a revision: use a branch, tag, commit sha (7 to 40 hex digits) or vN."
+            f"{typed}: {revision!r} is not a revision: use a branch, tag, commit sha (7 to 40 hex digits), vN "
+            f"or refs/pr/N."
         )
     return revision
 
@@ -138,3 +141,8 @@ def is_full_sha(revision: str) -> bool:
 def is_short_sha(revision: str) -> bool:
     """7 to 39 lower-case hex digits: taken as an abbreviated commit."""
     return bool(_SHORT_SHA.fullmatch(revision))
+
+
+def is_pull_request(revision: str) -> bool:
+    """``refs/pr/<N>``: the head of the Hub's pull request number N."""
+    return bool(_PULL_REQUEST.fullmatch(revision))

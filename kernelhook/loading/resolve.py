@@ -3,20 +3,23 @@
 Requests made (each at most once per resolve):
   * full sha pin, repo known from an earlier import:   none
   * short sha pin matching one commit already known:   none
-  * unknown short sha:                                 one (the revision endpoint)
+  * unknown short sha, or a pull request (refs/pr/N): one (the revision endpoint)
   * branch, tag or vN:                                 one (the refs listing)
   * unpinned:                                          one (the refs listing): highest vN, else main
 A name never seen before first finds its repo: each spelling (as written, then
 underscores as hyphens) in each repo type (kernel, then model) until one
 exists; that request doubles as the resolve, and the mapping is remembered.
+Any answer that says "not here" moves on to the next candidate; only a
+transport failure or server error (or a refused token) stops the search.
 
-When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors),
-a branch, tag or unpinned name falls back to the commit it last resolved to,
-with a warning. A name this machine never imported (its cache came from
-``kernelhook download`` here or elsewhere, which records revisions, not
-names) is then looked for in the cache under each spelling, in discovery's
-order; the first that the cache can answer wins. A lockfile in effect pins
-unpinned names, with no request, and leaves refs for ``kernelhook cache prune``.
+When the Hub cannot be asked (HF_HUB_OFFLINE, no connection, server errors, a
+token it refuses), a branch, tag, pull request or unpinned name falls back to
+the commit it last resolved to, with a warning. A name this machine never
+imported (its cache came from ``kernelhook download`` here or elsewhere, which
+records revisions, not names) is then looked for in the cache under each
+spelling, in discovery's order; the first that the cache can answer wins. A
+lockfile in effect pins unpinned names, with no request, and leaves refs for
+``kernelhook cache prune``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import time
 from .. import hub
 from ..cache import lockfile
 from ..cache.store import Store
-from ..errors import HubUnreachableError, KernelNotFoundError, RevisionNotFoundError
+from ..errors import HubUnreachableError, InvalidTokenError, KernelNotFoundError, RevisionNotFoundError
 from ..repo import RepoAddress, Resolved
 from . import distributed
-from .names import KernelName, is_full_sha, is_short_sha
+from .names import KernelName, is_full_sha, is_pull_request, is_short_sha
 
 logger = logging.getLogger("kernelhook")
 
@@ -120,11 +123,9 @@ def _cached_spelling(name: KernelName, store: Store) -> RepoAddress | None:
     revision = name.revision
     if revision is None or not (is_full_sha(revision) or is_short_sha(revision)):
         return None
-    for repo_id in name.repo_id_candidates():
-        for repo_type in hub.REPO_TYPES:
-            repo = RepoAddress(repo_id, repo_type)
-            if any(commit.startswith(revision) for commit in store.known_commits(repo)):
-                return repo
+    for repo in _addresses(name):
+        if any(commit.startswith(revision) for commit in store.known_commits(repo)):
+            return repo
     return None
 
 
@@ -143,8 +144,11 @@ def _resolve_locally(name: KernelName, repo: RepoAddress, store: Store) -> Resol
 def _resolve_online(name: KernelName, repo: RepoAddress, store: Store) -> Resolved:
     if name.revision is None:
         return _resolve_unpinned(name, repo, store)
-    if is_full_sha(name.revision) or is_short_sha(name.revision):
-        try:  # the Hub resolves (short) shas on its revision endpoint
+    if is_full_sha(name.revision) or is_short_sha(name.revision) or is_pull_request(name.revision):
+        # The Hub resolves (short) shas and pull requests on its revision endpoint. For a pull request
+        # the refs listing would do only when asked with include_prs, and then it carries every pull
+        # request the repo ever had; the revision endpoint answers for this one ref alone.
+        try:
             commit = hub.resolve_revision(repo, name.revision)
         except hub.RevisionMissing as exc:
             raise _revision_not_found(name, repo) from exc
@@ -179,15 +183,18 @@ def _resolve_from_cache(name: KernelName, repo: RepoAddress, store: Store, cause
     last = store.recall_revision(repo, name.revision)
     if last is None:
         asked = "unpinned" if name.revision is None else f"revision {name.revision!r}"
+        if isinstance(cause, hub.TokenRejected):
+            raise _token_rejected(name, cause, f"resolve {asked} of {repo}, which was never resolved here") from cause
         raise HubUnreachableError(
             f"{name.typed}: could not ask the Hub at {hub.endpoint()} to resolve {asked} of {repo} "
             f"({hub.explain(cause)}), and it was never resolved on this machine. Fix: import it once online, pin a "
             f"commit that is cached, or check HF_ENDPOINT / HF_HUB_OFFLINE."
         ) from cause
     age = _age(last.get("resolved_at"))
+    why = str(cause) if isinstance(cause, hub.TokenRejected) else f"the Hub cannot be asked ({cause})"
     logger.warning(
-        "%s: the Hub cannot be asked (%s); using commit %s, which %s resolved to %s ago",
-        name.typed, cause, last["commit"], last.get("revision") or "the unpinned name", age,
+        "%s: %s; using commit %s, which %s resolved to %s ago",
+        name.typed, why, last["commit"], last.get("revision") or "the unpinned name", age,
     )
     return Resolved(repo, last["commit"], f"cached {last.get('revision')} (offline)")
 
@@ -199,20 +206,29 @@ def _addresses(name: KernelName) -> list[RepoAddress]:
 
 def _discover(name: KernelName, store: Store) -> Resolved:
     """Try every spelling in every repo type; the first that exists wins and is remembered.
-    When the Hub cannot be asked, the first that the cache can answer for wins instead."""
-    tried = []
+    When the Hub cannot be asked, the first that the cache can answer for wins instead.
+
+    Every answer that is not the repo says "not here" for that candidate only: RepoNotFound, the
+    401 an anonymous client gets for an unknown repo, a mirror's bare 404 or EntryNotFound for the
+    repo's refs, or any other refusal (a mirror without kernel repos may answer 400 or 403 for them).
+    A transport failure or server error stops the search, since the name may be right and the Hub
+    down; so does a refused token, which the Hub would refuse for every candidate.
+    """
+    tried, gone = [], []
     for repo in _addresses(name):
-        tried.append(repo)
         try:
             resolved = _resolve_online(name, repo, store)
-        except hub.RepoMissing:
-            continue
+        except (hub.TokenRejected, hub.HubUnavailable) as exc:
+            return _discover_in_cache(name, store, exc, gone)
         except hub.HubError as exc:
-            return _discover_in_cache(name, store, exc, gone=tried[:-1])
+            tried.append(f"{_tried(repo)}: {exc.answer}")
+            gone.append(repo)
+            logger.debug("%s: %s is not on the Hub (%s)", name.typed, repo, hub.explain(exc))
+            continue
         store.remember_name(name.key, repo)
         return resolved
     raise KernelNotFoundError(
-        f"No Hub repo answers to {name.typed}: tried {', '.join(_tried(r) for r in tried)} at {hub.endpoint()}. "
+        f"No Hub repo answers to {name.typed}: tried {'; '.join(tried)} at {hub.endpoint()}. "
         f"Fix: check the spelling on the Hub; for a private or gated repo set HF_TOKEN; for names with "
         f"dots use kernelhook.get_kernel('org/repo')."
     )
@@ -226,6 +242,8 @@ def _discover_in_cache(name: KernelName, store: Store, cause: hub.HubError, gone
         if repo not in gone and store.recall_revision(repo, name.revision) is not None:
             logger.info("%s: the Hub cannot be asked; the cache holds it as %s", name.typed, repo)
             return _resolve_from_cache(name, repo, store, cause)
+    if isinstance(cause, hub.TokenRejected):
+        raise _token_rejected(name, cause, "find which repo the name means") from cause
     wanted = "unpinned" if name.revision is None else f"revision {name.revision!r}"
     raise HubUnreachableError(
         f"{name.typed}: could not reach the Hub at {hub.endpoint()} ({hub.explain(cause)}) to find which repo the "
@@ -233,6 +251,10 @@ def _discover_in_cache(name: KernelName, store: Store, cause: hub.HubError, gone
         f"{', '.join(_tried(r) for r in _addresses(name))}. Fix: import it once online or `kernelhook download` it "
         f"(then it also works offline), or check HF_ENDPOINT / HF_HUB_OFFLINE."
     ) from cause
+
+
+def _token_rejected(name: KernelName, cause: hub.TokenRejected, doing: str) -> InvalidTokenError:
+    return InvalidTokenError(f"{name.typed}: could not {doing} at {hub.endpoint()}: {cause}")
 
 
 def _revision_not_found(name: KernelName, repo: RepoAddress, refs: hub.Refs | None = None) -> RevisionNotFoundError:

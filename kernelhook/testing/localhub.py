@@ -5,9 +5,10 @@ Tests, demos and benchmarks point the real `huggingface_hub` client at it
 mocking the client: what passes here talks to the Hub the same way.
 
 LocalHub puts together the repo store (repos.py), the HTTP front (server.py)
-answering through the Hub's routes (routes.py, upload.py), and fault injection
-(faults.py); the repos live on disk under `root`, so a later hub on the same
-root serves them again.
+answering through the Hub's routes (routes.py, upload.py), the ways it refuses
+(access.py: tokens, unknown repos, gated files) and fault injection (faults.py);
+the repos live on disk under `root`, so a later hub on the same root serves them
+again.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from email.message import Message
 from typing import Iterable, Iterator
 
+from .access import AccessRules
 from .faults import Fault, FaultSet
 from .repos import DEFAULT_LFS_PATTERNS, RepoStore
 from .responses import Response
@@ -29,9 +32,19 @@ __all__ = ["Fault", "LocalHub", "RequestRecord"]
 
 
 class LocalHub:
-    """A loopback Hugging Face Hub serving git-backed model and kernel repos; inject() makes it misbehave."""
+    """A loopback Hugging Face Hub serving git-backed model and kernel repos; inject() makes it misbehave.
 
-    def __init__(self, root: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    `accepted_tokens`: None accepts any Bearer token; a set of tokens makes the hub answer every
+    other one with 401 "Invalid credentials in Authorization header", as the Hub answers a bad
+    token even for public repos (requests without a token still pass).
+    `anonymous_unknown_repo_status`: 404 (RepoNotFound) or 401, the real Hub's answer to a
+    client without a token for a repo that does not exist (or is private).
+    Raises ValueError for any other status.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0,
+                 accepted_tokens: Iterable[str] | None = None, anonymous_unknown_repo_status: int = 404) -> None:
+        self._access = AccessRules(accepted_tokens, anonymous_unknown_repo_status)
         self.root = os.path.abspath(os.fspath(root))
         self.host, self.port = host, port
         self.url = ""
@@ -109,6 +122,31 @@ class LocalHub:
         """Forget every injected fault, used up or not; raises nothing."""
         self._faults.clear()
 
+    # -- refusals ----------------------------------------------------------------
+
+    def mirror_mode(self, unknown_repos: str | None) -> None:
+        """Answer requests for repos this hub does not hold as a self-hosted mirror does.
+
+        "bare-404": 404 without `X-Error-Code` (a plain web server's Not Found);
+        "refs-not-cached": 404 `EntryNotFound` "Repository refs are not cached locally";
+        None: as the Hub does (404 RepoNotFound, or the anonymous status given to the
+        constructor). Raises ValueError for anything else.
+        """
+        self._access.set_unknown_repo_answer("hub" if unknown_repos is None else unknown_repos)
+
+    def gate(self, repo_id: str, *, repo_type: str = "model", granted_tokens: Iterable[str] = ()) -> None:
+        """Gate a repo: its file downloads get 403 `GatedRepo` unless sent with a granted token.
+
+        Listings, refs and repo info still answer (their `gated` field says "manual"), as on
+        the Hub. Raises ValueError for a malformed type or id; the repo need not exist yet.
+        """
+        self._store.check_id(repo_type, repo_id)
+        self._access.gate(repo_type, repo_id, granted_tokens)
+
+    def ungate(self, repo_id: str, *, repo_type: str = "model") -> None:
+        """Serve a gated repo's files to everyone again; a no-op for a repo that is not gated. Raises nothing."""
+        self._access.ungate(repo_type, repo_id)
+
     # -- repositories --------------------------------------------------------
 
     def create_repo(self, repo_id: str, *, repo_type: str = "model") -> None:
@@ -149,6 +187,19 @@ class LocalHub:
         return self.commit(repo_id, files, repo_type=repo_type, branch=branch, message=message,
                            replace=True, lfs_patterns=lfs_patterns)
 
+    def create_pull_request(self, repo_id: str, files: dict[str, bytes | str], *, repo_type: str = "model",
+                            base: str = "main", message: str = "pull request", delete: Iterable[str] = (),
+                            lfs_patterns: Iterable[str] = DEFAULT_LFS_PATTERNS) -> tuple[int, str]:
+        """Open a pull request: commit `files` on top of branch `base` as the ref `refs/pr/N`.
+
+        The revision endpoint and resolve/ URLs then answer for `refs/pr/N`, and the refs
+        listing names it under `pullRequests` when asked with `include_prs=1`; branches do
+        not move. Returns (N, the commit sha), N counting up from 1 per repo. Raises as
+        commit() does, and ValueError if `base` is not a branch.
+        """
+        return self._store.create_pull_request(repo_type, repo_id, files, base=base, message=message,
+                                               delete=delete, lfs_patterns=lfs_patterns)
+
     def set_branch(self, repo_id: str, branch: str, target: str, *, repo_type: str = "model") -> None:
         """Point `branch` (created if absent) at the commit `target` names: a branch, tag or sha.
 
@@ -168,8 +219,9 @@ class LocalHub:
         """
         self._store.replace_lfs_content(repo_type, repo_id, sha256, data)
 
-    def _respond(self, method: str, path: str, query: str, form: bytes) -> Response:
-        return route(self._store, self.url, method, path, query, form)
+    def _respond(self, method: str, path: str, query: str, form: bytes, headers: Message) -> Response:
+        return route(self._store, self.url, method, path, query, form, access=self._access,
+                     authorization=headers.get("authorization"))
 
 
 def _read_dir(directory: str) -> Iterator[tuple[str, bytes]]:

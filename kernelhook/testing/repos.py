@@ -28,6 +28,7 @@ logger = logging.getLogger("kernelhook.testing")
 REPO_TYPES = {"model": "models", "kernel": "kernels"}
 DEFAULT_LFS_PATTERNS = ("*.so", "*.bin")
 _MEMORY_CACHE_LIMIT = 64 << 20  # larger LFS objects are read from disk on every request
+_PR_PREFIX = "refs/pr/"  # the Hub's pull requests are refs of their own, beside branches and tags
 
 __all__ = ["DEFAULT_LFS_PATTERNS", "REPO_TYPES", "Repo", "RepoStore"]
 
@@ -182,15 +183,28 @@ class RepoStore:
             repo = self.require(repo_type, repo_id)
             ref = f"refs/heads/{branch}"
             parent = self.refs(repo).get(ref)
-            tree = {} if replace or parent is None else self.snapshot(repo, parent).blob_ids()
-            for gone in delete:
-                _remove_path(tree, _check_path(gone), repo_id)
-            tree.update(self._store_files(repo, files, tuple(lfs_patterns)))
-            sha = repo.git.commit_tree(repo.git.write_tree(tree), parent, message)
-            repo.git.update_ref(ref, sha, parent)
-            repo._refs = None
-            logger.debug("%s %s: %s is now %s", repo_type, repo_id, branch, sha)
-            return sha
+            return self._commit_onto(repo, ref, parent, files, message, delete, replace, lfs_patterns)
+
+    def create_pull_request(self, repo_type: str, repo_id: str, files: dict[str, bytes | str], *,
+                            base: str = "main", message: str = "pull request", delete: Iterable[str] = (),
+                            lfs_patterns: Iterable[str] = DEFAULT_LFS_PATTERNS) -> tuple[int, str]:
+        """Commit `files` on top of branch `base` as the next pull request, the ref `refs/pr/N`.
+
+        Returns (N, the commit sha); N counts up from 1 per repo. Raises as commit() does,
+        and ValueError if `base` is not a branch.
+        """
+        with self.lock:
+            repo = self.require(repo_type, repo_id)
+            refs = self.refs(repo)
+            parent = refs.get(f"refs/heads/{base}")
+            if parent is None:
+                raise ValueError(f"{base!r} is not a branch of {repo_type} repo {repo_id!r}")
+            numbers = [int(ref[len(_PR_PREFIX):]) for ref in refs
+                       if ref.startswith(_PR_PREFIX) and ref[len(_PR_PREFIX):].isdigit()]
+            number = max(numbers, default=0) + 1
+            sha = self._commit_onto(repo, f"{_PR_PREFIX}{number}", None, files, message, delete, False,
+                                    lfs_patterns, base=parent)
+            return number, sha
 
     def set_branch(self, repo_type: str, repo_id: str, branch: str, target: str) -> None:
         """Point `branch` at the commit `target` names; raises as require() does, ValueError for no commit."""
@@ -212,6 +226,24 @@ class RepoStore:
             self._lfs.pop(sha256, None)
 
     # -- internals -----------------------------------------------------------------
+
+    def _commit_onto(self, repo: Repo, ref: str, parent: str | None, files: dict[str, bytes | str], message: str,
+                     delete: Iterable[str], replace: bool, lfs_patterns: Iterable[str],
+                     base: str | None = None) -> str:
+        """One commit on `base` (default: `parent`, the ref's current commit), then `ref` moved to it.
+
+        The lock is held by the caller. `parent` guards the move: a ref that moved meanwhile is a GitError.
+        """
+        base = parent if base is None else base
+        tree = {} if replace or base is None else self.snapshot(repo, base).blob_ids()
+        for gone in delete:
+            _remove_path(tree, _check_path(gone), repo.repo_id)
+        tree.update(self._store_files(repo, files, tuple(lfs_patterns)))
+        sha = repo.git.commit_tree(repo.git.write_tree(tree), base, message)
+        repo.git.update_ref(ref, sha, parent)
+        repo._refs = None
+        logger.debug("%s %s: %s is now %s", repo.repo_type, repo.repo_id, ref, sha)
+        return sha
 
     def _new_repo(self, repo_type: str, repo_id: str) -> Repo:
         if repo_type not in REPO_TYPES:

@@ -3,6 +3,7 @@
 Response shapes follow what `huggingface_hub` 2.4 parses (hf_api.py,
 file_download.py, utils/_http.py): error codes travel in `X-Error-Code`, file
 metadata in `X-Repo-Commit`, `ETag`, `X-Linked-Etag` and `X-Linked-Size`.
+Refusals (tokens, unknown repos, gated files) are answered as access.py's rules say.
 The write endpoints (repo and branch creation, preupload, commit) are in upload.py;
 route() dispatches to them. Repos are read through the RepoStore's public interface.
 """
@@ -13,6 +14,7 @@ import time
 from urllib.parse import parse_qs, quote, unquote
 
 from . import upload
+from .access import AccessRules
 from .git import Entry
 from .repos import Repo, RepoStore
 from .responses import ErrorResponse, Response, json_response
@@ -26,26 +28,49 @@ def _iso(timestamp: int) -> str:
 
 # -- routing -------------------------------------------------------------------
 
-def route(store: RepoStore, base_url: str, method: str, path: str, query: str, form: bytes) -> Response:
+def route(store: RepoStore, base_url: str, method: str, path: str, query: str, form: bytes, *,
+          access: AccessRules | None = None, authorization: str | None = None) -> Response:
     """Answer one request (`path` still URL-quoted, `form` the request body) from `store`.
 
-    `base_url` is the hub's own address, for links in answers. Returns the answer;
-    raises ErrorResponse for what the Hub answers with an error (404 for unknown routes).
+    `base_url` is the hub's own address, for links in answers; `access` the refusal rules
+    (None: the Hub's defaults) and `authorization` the request's Authorization header.
+    Returns the answer; raises ErrorResponse for what the Hub answers with an error
+    (404 for unknown routes).
     """
+    access = access or _OPEN
+    access.check_token(authorization)
     segs = path.split("/")[1:]
     params = parse_qs(query)
+    asker = _Asker(access, authorization, base_url)
     if segs[:1] == ["api"]:
-        return _route_api(store, base_url, method, segs[1:], params, form)
+        return _route_api(store, base_url, method, segs[1:], params, form, asker)
     if method in ("GET", "HEAD"):
         if len(segs) >= 5 and segs[2] == "resolve":
-            return _resolve_file(store, "model", segs[:2], segs[3], segs[4:])
+            return _resolve_file(store, asker, "model", segs[:2], segs[3], segs[4:])
         if len(segs) >= 6 and segs[0] == "kernels" and segs[3] == "resolve":
-            return _resolve_file(store, "kernel", segs[1:3], segs[4], segs[5:])
+            return _resolve_file(store, asker, "kernel", segs[1:3], segs[4], segs[5:])
     raise ErrorResponse(404, None, f"no route for {method} {path}")
 
 
+_OPEN = AccessRules()  # never changed: the Hub's own answers, for callers that give no rules
+
+
+class _Asker:
+    """Who is asking (their Authorization header) and the rules that answer them."""
+
+    def __init__(self, access: AccessRules, authorization: str | None, base_url: str):
+        self.access, self.authorization, self.base_url = access, authorization, base_url
+
+    def lookup(self, store: RepoStore, repo_type: str, repo_id: str) -> Repo:
+        """The repo; raises the rules' answer for a repo this hub does not hold."""
+        repo = store.lookup(repo_type, repo_id)
+        if repo is None:
+            raise self.access.unknown_repo(repo_type, repo_id, self.authorization)
+        return repo
+
+
 def _route_api(store: RepoStore, base_url: str, method: str, segs: list[str], params: dict,
-               form: bytes) -> Response:
+               form: bytes, asker: _Asker) -> Response:
     if segs == ["agent-harnesses"]:
         return json_response({"standardEnvVars": [], "harnesses": {}})
     if len(segs) == 3 and segs[0] == "organizations" and segs[2] == "overview":
@@ -58,14 +83,13 @@ def _route_api(store: RepoStore, base_url: str, method: str, segs: list[str], pa
     if len(segs) < 3 or segs[0] not in _API_TYPES:
         raise ErrorResponse(404, None, f"no API route /api/{'/'.join(segs)}")
     repo_type, repo_id, rest = _API_TYPES[segs[0]], f"{unquote(segs[1])}/{unquote(segs[2])}", segs[3:]
-    repo = store.lookup(repo_type, repo_id)
-    if repo is None:
-        raise ErrorResponse(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
+    repo = asker.lookup(store, repo_type, repo_id)
+    gated = asker.access.is_gated(repo_type, repo_id)
     action, rev = (rest[0] if rest else ""), unquote("/".join(rest[1:2]))
     if method == "GET" and action == "":
-        return _repo_info(store, repo, "main", params)
+        return _repo_info(store, repo, "main", params, gated)
     if method == "GET" and action == "revision" and len(rest) >= 2:
-        return _repo_info(store, repo, unquote("/".join(rest[1:])), params)
+        return _repo_info(store, repo, unquote("/".join(rest[1:])), params, gated)
     if method == "GET" and action == "refs":
         return _refs(store, repo, params)
     if method == "GET" and action == "tree" and len(rest) >= 2:
@@ -92,14 +116,14 @@ def _flag(params: dict, name: str) -> bool:
 
 # -- API endpoints -------------------------------------------------------------
 
-def _repo_info(store: RepoStore, repo: Repo, rev: str, params: dict) -> Response:
+def _repo_info(store: RepoStore, repo: Repo, rev: str, params: dict, gated: bool) -> Response:
     sha = _commit_for(store, repo, rev)
     snap, log = store.snapshot(repo, sha), store.history(repo, sha)
     blobs = _flag(params, "blobs")
     siblings = [_sibling(e, blobs) for e in snap.entries.values() if e.kind == "file"]
     org = repo.repo_id.split("/")[0]
     info = {"_id": sha[:24], "id": repo.repo_id, "author": org, "sha": sha, "private": False,
-            "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
+            "disabled": False, "gated": "manual" if gated else False, "downloads": 0, "likes": 0, "tags": [],
             "lastModified": _iso(log[0].timestamp), "createdAt": _iso(log[-1].timestamp),
             "siblings": sorted(siblings, key=lambda s: s["rfilename"])}
     if repo.repo_type == "model":
@@ -125,8 +149,8 @@ def _refs(store: RepoStore, repo: Repo, params: dict) -> Response:
                 for ref, sha in sorted(refs.items()) if ref.startswith(prefix)]
 
     body = {"branches": listing("refs/heads/"), "tags": listing("refs/tags/"), "converts": []}
-    if _flag(params, "include_prs"):
-        body["pullRequests"] = []
+    if _flag(params, "include_prs"):  # as on the Hub: pull request refs only when asked for
+        body["pullRequests"] = listing("refs/pr/")
     return json_response(body)
 
 
@@ -182,11 +206,11 @@ def _paths_info(store: RepoStore, repo: Repo, rev: str, form: dict) -> Response:
 
 # -- file downloads ------------------------------------------------------------
 
-def _resolve_file(store: RepoStore, repo_type: str, owner: list[str], rev: str, path: list[str]) -> Response:
+def _resolve_file(store: RepoStore, asker: _Asker, repo_type: str, owner: list[str], rev: str,
+                  path: list[str]) -> Response:
     repo_id = "/".join(unquote(s) for s in owner)
-    repo = store.lookup(repo_type, repo_id)
-    if repo is None:
-        raise ErrorResponse(404, "RepoNotFound", f"Repository {repo_id} ({repo_type}) not found")
+    repo = asker.lookup(store, repo_type, repo_id)
+    asker.access.check_download(repo_type, repo_id, asker.authorization, asker.base_url)
     rev, filename = unquote(rev), unquote("/".join(path))
     sha = _commit_for(store, repo, rev)
     snap = store.snapshot(repo, sha)

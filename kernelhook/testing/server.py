@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -20,8 +21,8 @@ logger = logging.getLogger("kernelhook.testing")
 
 _JOIN_TIMEOUT_S = 5.0
 
-# (method, path, query, body) -> the answer; raises ErrorResponse to answer an error.
-Responder = Callable[[str, str, str, bytes], Response]
+# (method, path, query, body, request headers) -> the answer; raises ErrorResponse to answer an error.
+Responder = Callable[[str, str, str, bytes, Message], Response]
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _respond(self, path: str, query: str, form: bytes) -> Response:
         try:
-            answer = self.server.respond(self.command, path, query, form)
+            answer = self.server.respond(self.command, path, query, form, self.headers)
             return apply_range(answer, self.headers.get("Range"))
         except ErrorResponse as err:
             return err.response
