@@ -38,17 +38,27 @@ _SHA = re.compile(r"[0-9a-f]{40}")
 RETRIES = int(os.environ.get("KERNELHOOK_RETRIES", "3"))  # tries after the first, for retryable failures
 BACKOFF_S = float(os.environ.get("KERNELHOOK_RETRY_BACKOFF_S", "0.5"))  # doubled at each try
 MAX_WAIT_S = 30.0  # the longest pause, Retry-After included
+# The longest pause for a spent rate limit (429 with `RateLimit: "api";r=0;t=N`): the Hub's
+# windows are 5 minutes, so its t+1 s always fits; only a broken header is cut short.
+MAX_RATE_LIMIT_WAIT_S = 301.0
 
 
 def with_retries(what: str, call):
-    """call(), tried again with exponential backoff (or the server's Retry-After) while it fails retryably."""
+    """call(), tried again while it fails retryably.
+
+    Each pause is what the server asked for (a spent rate limit's reset + 1 s, as huggingface_hub
+    waits, capped at MAX_RATE_LIMIT_WAIT_S; else Retry-After, capped at MAX_WAIT_S), or exponential
+    backoff from BACKOFF_S. Returns call()'s result; raises its last HubUnavailable after RETRIES
+    more tries, and any other error at once.
+    """
     for attempt in range(RETRIES + 1):
         try:
             return call()
         except HubUnavailable as exc:
             if not exc.retryable or attempt == RETRIES:
                 raise
-            wait = min(exc.retry_after if exc.retry_after is not None else BACKOFF_S * 2**attempt, MAX_WAIT_S)
+            cap = MAX_RATE_LIMIT_WAIT_S if exc.rate_limited else MAX_WAIT_S
+            wait = min(exc.retry_after if exc.retry_after is not None else BACKOFF_S * 2**attempt, cap)
             logger.warning("kernelhook: %s failed (%s); try %d of %d in %.1f s", what, exc, attempt + 2,
                            RETRIES + 1, wait)
             time.sleep(wait)

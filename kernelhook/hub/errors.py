@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from typing import TYPE_CHECKING
 
 from ..errors import KernelHookError
@@ -49,12 +50,14 @@ class HubUnavailable(HubError):
 
     retryable: the Hub answered with a server error, or a transfer broke off; worth another try.
     A refused connection or offline mode is not: retrying would only delay the cached answer.
+    retry_after: the seconds the server asked to wait, if it did; rate_limited: that wait is
+    a spent rate limit's reset (which may be longer than any Retry-After kernelhook honours).
     """
 
     def __init__(self, message: str, url: str | None = None, *, retryable: bool = False,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, rate_limited: bool = False):
         super().__init__(message, url)
-        self.retryable, self.retry_after = retryable, retry_after
+        self.retryable, self.retry_after, self.rate_limited = retryable, retry_after, rate_limited
 
 
 def offline() -> bool:
@@ -74,8 +77,26 @@ def error_for_status(status: int, headers, url: str) -> HubError:
     if code in ("RepoNotFound", "GatedRepo") or status == 401:
         return RepoMissing(f"{message} (a private or gated repo needs HF_TOKEN)", url)
     if status >= 500 or status == 429:
-        return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")))
+        return _unavailable(status, headers, message, url)
     return HubError(message, url)
+
+
+# The Hub's rate-limit header: `RateLimit: "api";r=0;t=55` is the "api" quota, 0 left, reset in 55 s.
+_RATE_LIMIT = re.compile(r'"(?P<resource>\w+)"\s*;\s*r\s*=\s*(?P<remaining>\d+)\s*;\s*t\s*=\s*(?P<reset>\d+)')
+
+
+def _unavailable(status: int, headers, message: str, url: str | None) -> HubUnavailable:
+    """A server error or 429, with the wait the server asks for.
+
+    A 429 whose RateLimit header says the quota is spent is waited out as huggingface_hub
+    waits it (reset + 1 s), Retry-After or not; otherwise Retry-After, when it is a number.
+    """
+    spent = _RATE_LIMIT.search(headers.get("RateLimit") or "") if status == 429 else None
+    if spent is not None and int(spent["remaining"]) == 0:
+        reset = int(spent["reset"])
+        return HubUnavailable(f"{message} (the Hub's {spent['resource']!r} rate limit is spent; it resets in "
+                              f"{reset} s)", url, retryable=True, retry_after=reset + 1.0, rate_limited=True)
+    return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")))
 
 
 def _seconds(retry_after: str | None) -> float | None:
@@ -133,8 +154,7 @@ def _translate(exc: Exception, url: str | None) -> HubError:
     if isinstance(exc, errors.HfHubHTTPError) and status is not None:
         if status < 500 and status != 429:
             return HubError(f"HTTP {status}: {_first_line(exc)}", url)
-        retry_after = _seconds(response.headers.get("Retry-After"))
-        return HubUnavailable(f"HTTP {status}: {_first_line(exc)}", url, retryable=True, retry_after=retry_after)
+        return _unavailable(status, response.headers, f"HTTP {status}: {_first_line(exc)}", url)
     # A refused connection will be refused again; a transfer that broke off may well succeed.
     refused = isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
     return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url, retryable=not refused)
