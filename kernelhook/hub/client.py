@@ -5,8 +5,9 @@ warm, commit-pinned import never loads it. Endpoint, token and offline mode
 follow its environment variables (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
 
 Calls made, and nothing else (the API calls over plain HTTP with huggingface_hub's
-headers and timeout, its session as fallback: see _request_json; files and
-publishing through huggingface_hub itself):
+headers and timeout where that takes the route its client would, else and as fallback
+through its session: see _request_json; files and publishing through huggingface_hub
+itself):
   * ``GET /api/{type}s/{repo}/revision/{rev}``   resolve a (short) commit sha or a pull request (refs/pr/N)
   * ``GET /api/{type}s/{repo}/refs``             branches and tags: named and unpinned revisions
   * ``GET /api/{type}s/{repo}/tree/{sha}/build`` the build/ listing, recursive, page by page
@@ -23,7 +24,7 @@ import re
 import sys
 import time
 from typing import BinaryIO, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 from ..repo import RepoAddress
 from .errors import EntryMissing, HubUnavailable, RepoMissing, error_for_status, translated
@@ -38,17 +39,27 @@ _SHA = re.compile(r"[0-9a-f]{40}")
 RETRIES = int(os.environ.get("KERNELHOOK_RETRIES", "3"))  # tries after the first, for retryable failures
 BACKOFF_S = float(os.environ.get("KERNELHOOK_RETRY_BACKOFF_S", "0.5"))  # doubled at each try
 MAX_WAIT_S = 30.0  # the longest pause, Retry-After included
+# The longest pause for a spent rate limit (429 with `RateLimit: "api";r=0;t=N`): the Hub's
+# windows are 5 minutes, so its t+1 s always fits; only a broken header is cut short.
+MAX_RATE_LIMIT_WAIT_S = 301.0
 
 
 def with_retries(what: str, call):
-    """call(), tried again with exponential backoff (or the server's Retry-After) while it fails retryably."""
+    """call(), tried again while it fails retryably.
+
+    Each pause is what the server asked for (a spent rate limit's reset + 1 s, as huggingface_hub
+    waits, capped at MAX_RATE_LIMIT_WAIT_S; else Retry-After, capped at MAX_WAIT_S), or exponential
+    backoff from BACKOFF_S. Returns call()'s result; raises its last HubUnavailable after RETRIES
+    more tries, and any other error at once.
+    """
     for attempt in range(RETRIES + 1):
         try:
             return call()
         except HubUnavailable as exc:
             if not exc.retryable or attempt == RETRIES:
                 raise
-            wait = min(exc.retry_after if exc.retry_after is not None else BACKOFF_S * 2**attempt, MAX_WAIT_S)
+            cap = MAX_RATE_LIMIT_WAIT_S if exc.rate_limited else MAX_WAIT_S
+            wait = min(exc.retry_after if exc.retry_after is not None else BACKOFF_S * 2**attempt, cap)
             logger.warning("kernelhook: %s failed (%s); try %d of %d in %.1f s", what, exc, attempt + 2,
                            RETRIES + 1, wait)
             time.sleep(wait)
@@ -115,28 +126,49 @@ def _get_json(repo: RepoAddress, path: str):
 def _request_json(url: str, repo: RepoAddress):
     """(JSON answer, URL of the next page or None), bounded by HF_HUB_ETAG_TIMEOUT.
 
-    It goes out over plain HTTP first: huggingface_hub's session costs ~130 ms to
-    create (httpx, anyio) and HfApi ~170 ms to import, ten times the rest of a warm
-    load. The headers are the ones huggingface_hub would send (see _headers). If
-    that request cannot connect at all (a proxy, CA bundle or transport only
-    huggingface_hub's client is set up for), it is sent again through
-    huggingface_hub's own session; an HTTP answer, error or not, is final, and so
-    is a timeout (the Hub is there, but slow: with_retries decides).
+    It goes out over plain HTTP when that takes the route huggingface_hub's client would
+    (plain_http_carries): that session costs ~130 ms to create (httpx, anyio) and HfApi
+    ~170 ms to import, ten times the rest of a warm load. The headers are the ones
+    huggingface_hub would send (see _headers). A plain request that gets no HTTP answer at
+    all (refused, DNS, TLS, a connect or read timeout: a route only huggingface_hub's client
+    may know) is sent once more through huggingface_hub's session, whose answer is final;
+    an HTTP answer to the plain request, error or not, is final too (with_retries decides).
     """
     with translated(repo, None, url=url):  # offline is checked before anything is imported
-        try:
-            return _get_json_plain(url)
-        except _NoAnswer as exc:
-            logger.debug("no answer over plain HTTP from %s (%s); asking through huggingface_hub", url, exc)
-        from huggingface_hub.utils._http import get_session, hf_raise_for_status
+        if plain_http_carries(url):
+            try:
+                return _get_json_plain(url)
+            except _NoAnswer as exc:
+                logger.debug("no answer over plain HTTP from %s (%s); asking through huggingface_hub", url, exc)
+        return _get_json_session(url)
 
-        response = get_session().get(url, headers=_headers(), timeout=_timeout())
-        hf_raise_for_status(response)
-        return response.json(), _next_page(response.headers.get("Link"))
+
+def plain_http_carries(url: str) -> bool:
+    """Whether a request kernelhook sends itself (urllib) takes the route huggingface_hub's would.
+
+    urllib honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY, but knows neither ALL_PROXY nor SOCKS
+    proxies, nor a client given to huggingface_hub's set_client_factory (its own proxy, CA
+    bundle or transport). The factory is looked at only when huggingface_hub's HTTP module is
+    imported already: before that, nobody can have set one, and the check imports nothing.
+
+    Returns False where only huggingface_hub's session honours the configuration; raises nothing.
+    """
+    for name, value in os.environ.items():
+        name, value = name.lower(), value.strip().lower()
+        if name.endswith("_proxy") and name != "no_proxy" and (
+                (name == "all_proxy" and value) or value.startswith("socks")):
+            return False
+    http = sys.modules.get("huggingface_hub.utils._http")
+    if http is None:
+        return True
+    return getattr(http, "_GLOBAL_CLIENT_FACTORY", _UNKNOWN) is getattr(http, "default_client_factory", None)
+
+
+_UNKNOWN = object()  # a huggingface_hub whose factory cannot be read: its session decides
 
 
 class _NoAnswer(Exception):
-    """The plain request could not connect at all."""
+    """The plain request got no HTTP answer: no connection, no TLS, or no status line in time."""
 
 
 def _get_json_plain(url: str):
@@ -145,18 +177,68 @@ def _get_json_plain(url: str):
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, headers={**_headers(), "accept": "application/json"})
+    request = urllib.request.Request(url, headers={**_headers(url), "accept": "application/json"})
+    proxies = tuple(sorted((k, v) for k, v in os.environ.items() if k.lower().endswith("_proxy")))
     try:
-        with urllib.request.urlopen(request, timeout=_timeout()) as response:
-            return json.load(response), _next_page(response.headers.get("Link"))
+        response = _opener(proxies).open(request, timeout=_timeout())
     except urllib.error.HTTPError as exc:
-        raise error_for_status(exc.code, exc.headers, url, _error_body(exc)) from exc
+        with exc:
+            raise error_for_status(exc.code, exc.headers, url, _error_body(exc)) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError) or isinstance(exc, (TimeoutError, http.client.HTTPException, ValueError)):
-            raise HubUnavailable(f"{type(reason).__name__}: {reason} (after {_timeout():g} s at most)", url,
-                                 retryable=True) from exc
-        raise _NoAnswer(str(reason)) from exc
+        raise _NoAnswer(f"{type(reason).__name__}: {reason}") from exc
+    with response:  # answered: what goes wrong now is the Hub's transfer, for with_retries
+        try:
+            return json.load(response), _next_page(response.headers.get("Link"), response.geturl())
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            after = f" (after {_timeout():g} s at most)" if isinstance(exc, TimeoutError) else ""
+            raise HubUnavailable(f"{type(exc).__name__}: {exc}{after}", url, retryable=True) from exc
+
+
+def _get_json_session(url: str):
+    from huggingface_hub.utils._http import get_session, hf_raise_for_status
+
+    response = get_session().get(url, headers=_headers(url), timeout=_timeout())
+    hf_raise_for_status(response)
+    return response.json(), _next_page(response.headers.get("Link"), str(response.url))
+
+
+@functools.lru_cache(maxsize=4)
+def _opener(proxies: tuple):
+    """urllib's opener, its proxies read from the environment (`proxies`, the key: those variables),
+    and a redirect handler that keeps Authorization within one origin, as httpx does.
+
+    urllib's own handler copies every header onto the redirected request, so a Hub or mirror
+    that redirects elsewhere would be sending the user's token there. Defined on first use, so
+    that importing this module never imports urllib.request; cached, as building one costs ~0.5 ms.
+    """
+    import urllib.request
+
+    class SameOriginAuthorization(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and origin(newurl) != origin(req.full_url):
+                new.remove_header("Authorization")
+            return new
+
+    return urllib.request.build_opener(SameOriginAuthorization())
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port filled in from the scheme: what a token is bound to.
+
+    Returns a port of None for an unknown scheme or a malformed port; raises nothing.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
 
 
 def _error_body(exc) -> bytes:
@@ -177,17 +259,37 @@ def _timeout() -> float:
         return 10.0
 
 
-def _next_page(link: str | None) -> str | None:
+# The Hub's own addresses: mirrors send Link URLs on them even when asked under HF_ENDPOINT.
+_HUB_ENDPOINTS = ("https://huggingface.co", "https://hub-ci.huggingface.co")
+
+
+def _next_page(link: str | None, current: str) -> str | None:
     match = re.search(r'<([^>]+)>\s*;\s*rel="next"', link or "")
-    return match.group(1) if match else None
+    return on_endpoint(urljoin(current, match.group(1))) if match else None
 
 
-def _headers() -> dict[str, str]:
-    """huggingface_hub's request headers, without its token machinery when the answer is plain.
+def on_endpoint(url: str) -> str:
+    """A URL the Hub sent, on HF_ENDPOINT when it names huggingface.co and HF_ENDPOINT is a mirror.
+
+    As huggingface_hub's fix_hf_endpoint_in_url does (without importing it): some mirrors
+    answer with Link URLs on huggingface.co, which a machine behind the mirror cannot reach,
+    and which would otherwise be sent the user's token. Returns the URL; raises nothing.
+    """
+    configured = endpoint()
+    hubs = {origin(hub) for hub in _HUB_ENDPOINTS}
+    if origin(url) not in hubs or origin(configured) in hubs:
+        return url
+    parts = urlsplit(url)
+    return configured + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _headers(url: str) -> dict[str, str]:
+    """huggingface_hub's request headers for `url`, without its token machinery when the answer is plain.
 
     build_hf_headers imports OAuth, OIDC and yaml support (~130 ms) to find the token. That
     is needed only when OIDC, a token file (which it may refresh) or Colab could supply one;
     with HF_TOKEN set, or no token anywhere, the token it would send is known already.
+    The token goes only to HF_ENDPOINT's origin: a next-page URL elsewhere is asked without it.
     """
     from huggingface_hub import __version__ as hf_version
     from huggingface_hub import constants
@@ -198,11 +300,14 @@ def _headers() -> dict[str, str]:
     ):
         from huggingface_hub.utils import build_hf_headers
 
-        return build_hf_headers(library_name="kernelhook")
-    python = ".".join(map(str, sys.version_info[:3]))
-    headers = {"user-agent": f"kernelhook; hf_hub/{hf_version}; python/{python}"}
-    if token is not None and not constants.HF_HUB_DISABLE_IMPLICIT_TOKEN:
-        headers["authorization"] = f"Bearer {token}"
+        headers = build_hf_headers(library_name="kernelhook")
+    else:
+        python = ".".join(map(str, sys.version_info[:3]))
+        headers = {"user-agent": f"kernelhook; hf_hub/{hf_version}; python/{python}"}
+        if token is not None and not constants.HF_HUB_DISABLE_IMPLICIT_TOKEN:
+            headers["authorization"] = f"Bearer {token}"
+    if origin(url) != origin(endpoint()):
+        headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
     return headers
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from typing import TYPE_CHECKING
 
 from ..errors import KernelHookError
@@ -75,13 +76,15 @@ class HubUnavailable(HubError):
 
     retryable: the Hub answered with a server error, or a transfer broke off; worth another try.
     A refused connection or offline mode is not: retrying would only delay the cached answer.
+    retry_after: the seconds the server asked to wait, if it did; rate_limited: that wait is
+    a spent rate limit's reset (which may be longer than any Retry-After kernelhook honours).
     """
 
     def __init__(self, message: str, url: str | None = None, *, retryable: bool = False,
                  retry_after: float | None = None, status: int | None = None, code: str | None = None,
-                 said: str | None = None):
+                 said: str | None = None, rate_limited: bool = False):
         super().__init__(message, url, status=status, code=code, said=said)
-        self.retryable, self.retry_after = retryable, retry_after
+        self.retryable, self.retry_after, self.rate_limited = retryable, retry_after, rate_limited
 
 
 def offline() -> bool:
@@ -103,8 +106,7 @@ def error_for_status(status: int, headers, url: str, body: bytes = b"") -> HubEr
     said = headers.get("X-Error-Message") or _body_message(body)
     if code not in _HUB_CODES and (status >= 500 or status == 429):
         message = f"HTTP {status}: {said}" if said else f"HTTP {status}"
-        return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")),
-                              status=status, code=code, said=said)
+        return _unavailable(status, headers, message, url, status=status, code=code, said=said)
     return client_error(status, code, said or f"HTTP {status}", url)
 
 
@@ -149,6 +151,24 @@ def _body_message(body: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None if text.startswith("<") else text.splitlines()[0][:200]  # HTML pages say nothing useful
     return error if isinstance(error, str) and error.strip() else None
+
+
+# The Hub's rate-limit header: `RateLimit: "api";r=0;t=55` is the "api" quota, 0 left, reset in 55 s.
+_RATE_LIMIT = re.compile(r'"(?P<resource>\w+)"\s*;\s*r\s*=\s*(?P<remaining>\d+)\s*;\s*t\s*=\s*(?P<reset>\d+)')
+
+
+def _unavailable(status: int, headers, message: str, url: str | None, **found) -> HubUnavailable:
+    """A server error or 429, with the wait the server asks for.
+
+    A 429 whose RateLimit header says the quota is spent is waited out as huggingface_hub
+    waits it (reset + 1 s), Retry-After or not; otherwise Retry-After, when it is a number.
+    """
+    spent = _RATE_LIMIT.search(headers.get("RateLimit") or "") if status == 429 else None
+    if spent is not None and int(spent["remaining"]) == 0:
+        reset = int(spent["reset"])
+        return HubUnavailable(f"{message} (the Hub's {spent['resource']!r} rate limit is spent; it resets in "
+                              f"{reset} s)", url, retryable=True, retry_after=reset + 1.0, rate_limited=True, **found)
+    return HubUnavailable(message, url, retryable=True, retry_after=_seconds(headers.get("Retry-After")), **found)
 
 
 def _seconds(retry_after: str | None) -> float | None:
@@ -212,9 +232,7 @@ def _translate(exc: Exception, url: str | None) -> HubError:
             # huggingface_hub reads a 401 as RepositoryNotFoundError only on https URLs of model, dataset
             # and space repos (REPO_API_REGEX), so kernel repos and plain-http mirrors land here.
             return client_error(status, code, _server_message(exc), url)
-        retry_after = _seconds(response.headers.get("Retry-After"))
-        return HubUnavailable(f"HTTP {status}: {_first_line(exc)}", url, retryable=True, retry_after=retry_after,
-                              **found)
+        return _unavailable(status, response.headers, f"HTTP {status}: {_first_line(exc)}", url, **found)
     # A refused connection will be refused again; a transfer that broke off may well succeed.
     refused = isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
     return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url, retryable=not refused)

@@ -1,5 +1,5 @@
 """Test helpers: a loopback Hugging Face Hub backed by real git repositories."""
 
-from .localhub import Fault, LocalHub, RequestRecord
+from .localhub import Fault, LocalHub, Redirect, RequestRecord
 
-__all__ = ["Fault", "LocalHub", "RequestRecord"]
+__all__ = ["Fault", "LocalHub", "Redirect", "RequestRecord"]

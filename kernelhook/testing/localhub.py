@@ -6,9 +6,10 @@ mocking the client: what passes here talks to the Hub the same way.
 
 LocalHub puts together the repo store (repos.py), the HTTP front (server.py)
 answering through the Hub's routes (routes.py, upload.py), the ways it refuses
-(access.py: tokens, unknown repos, gated files) and fault injection (faults.py);
-the repos live on disk under `root`, so a later hub on the same root serves them
-again.
+(access.py: tokens, unknown repos, gated files), fault injection (faults.py) and
+what mirrors and proxies in front of a Hub do (mirror.py: redirects, paged
+listings with foreign Link URLs); the repos live on disk under `root`, so a
+later hub on the same root serves them again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Iterable, Iterator
 
 from .access import AccessRules
 from .faults import Fault, FaultSet
+from .mirror import Mirror, Paging, Redirect
 from .repos import DEFAULT_LFS_PATTERNS, RepoStore
 from .responses import Response
 from .routes import route
@@ -28,7 +30,7 @@ from .server import RequestLog, RequestRecord, start_server, stop_server
 
 logger = logging.getLogger("kernelhook.testing")
 
-__all__ = ["Fault", "LocalHub", "RequestRecord"]
+__all__ = ["Fault", "LocalHub", "Redirect", "RequestRecord"]
 
 
 class LocalHub:
@@ -52,6 +54,7 @@ class LocalHub:
         self.requests: list[RequestRecord] = self._log.records
         self._store = RepoStore(self.root)
         self._faults = FaultSet()
+        self._mirror = Mirror()
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -119,8 +122,33 @@ class LocalHub:
         return self._faults.add(fault)
 
     def clear_faults(self) -> None:
-        """Forget every injected fault, used up or not; raises nothing."""
+        """Forget every injected fault, used up or not, and every mirror switch (redirect, paging); raises nothing."""
         self._faults.clear()
+        self._mirror.clear()
+
+    # -- mirrors and proxies in front of the Hub ---------------------------------
+
+    def redirect(self, path_contains: str, to: str, *, status: int = 302, method: str | None = "GET",
+                 times: int | None = None) -> Redirect:
+        """Answer matching requests with a redirect to the same path and query under `to`.
+
+        As a mirror or proxy may: `to` is a base URL (another server on loopback, for a
+        cross-origin redirect, or this hub's own `url` for a same-origin one, best with
+        `times` so the redirected request is answered). Injected faults are tried first;
+        redirects in the order added. Returns the Redirect, whose `used` counts the requests
+        sent on; raises ValueError for a status that is not a redirect, `times` below 1 or
+        a `to` that is not a URL. clear_faults() drops it.
+        """
+        return self._mirror.add_redirect(Redirect(path_contains, to, status, method, times))
+
+    def page_tree_listings(self, page_size: int | None, *, link_base: str | None = None) -> None:
+        """Page every tree listing at `page_size` entries (None: one page, unless a client asks).
+
+        The next page is named in `Link: <...>; rel="next"` on `link_base` (default: this
+        hub), e.g. "https://huggingface.co", as mirrors that send the Hub's own address do.
+        Returns None; raises ValueError for a page size below 1. clear_faults() stops it.
+        """
+        self._mirror.set_paging(None if page_size is None else Paging(page_size, link_base))
 
     # -- refusals ----------------------------------------------------------------
 
@@ -220,8 +248,13 @@ class LocalHub:
         self._store.replace_lfs_content(repo_type, repo_id, sha256, data)
 
     def _respond(self, method: str, path: str, query: str, form: bytes, headers: Message) -> Response:
-        return route(self._store, self.url, method, path, query, form, access=self._access,
-                     authorization=headers.get("authorization"))
+        authorization = headers.get("authorization")
+
+        def answer(method: str, path: str, query: str, form: bytes) -> Response:
+            return route(self._store, self.url, method, path, query, form, access=self._access,
+                         authorization=authorization)
+
+        return self._mirror.answer(answer, self.url, method, path, query, form)
 
 
 def _read_dir(directory: str) -> Iterator[tuple[str, bytes]]:

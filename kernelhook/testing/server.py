@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -35,6 +35,9 @@ class RequestRecord:
     status: int
     authorization: str | None = None  # the Authorization header as sent, to check tokens
     fault: bool = False  # an injected fault (hub.inject) shaped this response
+    # Every request header as sent, names lower-cased (the last of repeated ones): to check what
+    # a client's transport added. Left out of comparisons and hashes, so records compare by what happened.
+    headers: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 class RequestLog:
@@ -99,7 +102,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if fault is not None:
             resp = shape(fault, resp)
         record = RequestRecord(self.command, path, query, resp.status, self.headers.get("authorization"),
-                               fault is not None)
+                               fault is not None, {name.lower(): value for name, value in self.headers.items()})
         # Logged before the body goes out, so a client that has its answer sees the record.
         server.log.append(record)
         self.send_response(resp.status)
