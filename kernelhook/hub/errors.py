@@ -106,7 +106,7 @@ def error_for_status(status: int, headers, url: str, body: bytes = b"") -> HubEr
     said = headers.get("X-Error-Message") or _body_message(body)
     if code not in _HUB_CODES and (status >= 500 or status == 429):
         message = f"HTTP {status}: {said}" if said else f"HTTP {status}"
-        return _unavailable(status, headers, message, url, status=status, code=code, said=said)
+        return _unavailable(status, headers, message, url, code=code, said=said)
     return client_error(status, code, said or f"HTTP {status}", url)
 
 
@@ -157,12 +157,14 @@ def _body_message(body: bytes) -> str | None:
 _RATE_LIMIT = re.compile(r'"(?P<resource>\w+)"\s*;\s*r\s*=\s*(?P<remaining>\d+)\s*;\s*t\s*=\s*(?P<reset>\d+)')
 
 
-def _unavailable(status: int, headers, message: str, url: str | None, **found) -> HubUnavailable:
+def _unavailable(status: int, headers, message: str, url: str | None, *, code: str | None = None,
+                 said: str | None = None) -> HubUnavailable:
     """A server error or 429, with the wait the server asks for.
 
     A 429 whose RateLimit header says the quota is spent is waited out as huggingface_hub
     waits it (reset + 1 s), Retry-After or not; otherwise Retry-After, when it is a number.
     """
+    found = {"status": status, "code": code, "said": said}
     spent = _RATE_LIMIT.search(headers.get("RateLimit") or "") if status == 429 else None
     if spent is not None and int(spent["remaining"]) == 0:
         reset = int(spent["reset"])
@@ -232,7 +234,8 @@ def _translate(exc: Exception, url: str | None) -> HubError:
             # huggingface_hub reads a 401 as RepositoryNotFoundError only on https URLs of model, dataset
             # and space repos (REPO_API_REGEX), so kernel repos and plain-http mirrors land here.
             return client_error(status, code, _server_message(exc), url)
-        return _unavailable(status, response.headers, f"HTTP {status}: {_first_line(exc)}", url, **found)
+        return _unavailable(status, response.headers, f"HTTP {status}: {_first_line(exc)}", url, code=code,
+                            said=found["said"])
     # A refused connection will be refused again; a transfer that broke off may well succeed.
     refused = isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
     return HubUnavailable(f"{type(exc).__name__}: {_first_line(exc)}", url, retryable=not refused)
