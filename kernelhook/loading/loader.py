@@ -83,8 +83,17 @@ def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
 
 
 class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
-    """Reads kernel sources from the store like any source file, but never writes
-    __pycache__ there: trees are immutable content, and may be read-only or shared."""
+    """Compiles kernel sources from the store, and only sources.
+
+    It never reads ``__pycache__``: a SourceFileLoader would take a .pyc found there
+    in place of the source (an unchecked hash-based one without even looking at
+    the source), and a .pyc in a tree came from the repo, not from this machine.
+    Nor does it write one: trees are immutable content, and may be read-only or shared.
+    """
+
+    def get_code(self, fullname):
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
 
     def set_data(self, path, data, *, _mode=0o666):
         pass
@@ -95,7 +104,10 @@ _hook_lock = threading.Lock()
 
 
 def _store_path_hook(path: str):
-    """Finds a kernel's submodules in its store folder with the loader above."""
+    """Finds a kernel's submodules in its store folder with the loader above.
+
+    Only source and extension modules: sourceless bytecode (``BYTECODE_SUFFIXES``) is never a module here.
+    """
     if not _STORE_TREE.search(path):
         raise ImportError("not a kernelhook store folder")
     return importlib.machinery.FileFinder(
