@@ -25,6 +25,7 @@ import time
 from typing import BinaryIO, NamedTuple
 from urllib.parse import quote
 
+from .. import settings
 from ..repo import RepoAddress
 from .errors import HubUnavailable, error_for_status, translated
 
@@ -35,22 +36,33 @@ LARGE_FILE = 8 * 1024 * 1024  # files at least this big get a progress bar
 _SHA = re.compile(r"[0-9a-f]{40}")
 
 
-RETRIES = int(os.environ.get("KERNELHOOK_RETRIES", "3"))  # tries after the first, for retryable failures
-BACKOFF_S = float(os.environ.get("KERNELHOOK_RETRY_BACKOFF_S", "0.5"))  # doubled at each try
+# Defaults; KERNELHOOK_RETRIES and KERNELHOOK_RETRY_BACKOFF_S override them, read at each call.
+RETRIES = 3  # tries after the first, for retryable failures
+BACKOFF_S = 0.5  # the first pause, doubled at each try
 MAX_WAIT_S = 30.0  # the longest pause, Retry-After included
 
 
 def with_retries(what: str, call):
-    """call(), tried again with exponential backoff (or the server's Retry-After) while it fails retryably."""
-    for attempt in range(RETRIES + 1):
+    """call(), tried again with exponential backoff (or the server's Retry-After) while it fails retryably.
+
+    Returns:
+        What call() returns.
+
+    Raises:
+        HubError: call()'s last failure, or its first one that is not worth retrying.
+        SettingError: KERNELHOOK_RETRIES or KERNELHOOK_RETRY_BACKOFF_S is malformed (before any request).
+    """
+    retries = settings.whole_number("KERNELHOOK_RETRIES", RETRIES)
+    backoff_s = settings.seconds("KERNELHOOK_RETRY_BACKOFF_S", BACKOFF_S, example="0.5")
+    for attempt in range(retries + 1):
         try:
             return call()
         except HubUnavailable as exc:
-            if not exc.retryable or attempt == RETRIES:
+            if not exc.retryable or attempt == retries:
                 raise
-            wait = min(exc.retry_after if exc.retry_after is not None else BACKOFF_S * 2**attempt, MAX_WAIT_S)
+            wait = min(exc.retry_after if exc.retry_after is not None else backoff_s * 2**attempt, MAX_WAIT_S)
             logger.warning("kernelhook: %s failed (%s); try %d of %d in %.1f s", what, exc, attempt + 2,
-                           RETRIES + 1, wait)
+                           retries + 1, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
 

@@ -10,11 +10,10 @@ load trusts the store and reads no file twice.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import NamedTuple
 
-from .. import hub
+from .. import hub, settings
 from ..cache.store import Store, cache_error, check_relative_path
 from ..errors import (
     DownloadError,
@@ -29,8 +28,9 @@ from ..repo import Resolved, is_bytecode, split_build_path
 
 logger = logging.getLogger("kernelhook")
 
-# A hostile or broken listing could name a file of any size: refuse past this before downloading it.
-MAX_FILE_BYTES = int(os.environ.get("KERNELHOOK_MAX_FILE_BYTES", str(64 * 1024**3)))
+# A hostile or broken listing could name a file of any size: refuse past this before downloading it
+# (the default; KERNELHOOK_MAX_FILE_BYTES overrides it, read before each download).
+MAX_FILE_BYTES = 64 * 1024**3
 
 
 class PlacedVariant(NamedTuple):
@@ -160,9 +160,10 @@ def _known_sha256(store: Store, entry: hub.ListingEntry) -> str | None:
 
 def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
     repo, commit = resolved.repo, resolved.commit
-    if entry.size > MAX_FILE_BYTES:
+    limit = settings.byte_count("KERNELHOOK_MAX_FILE_BYTES", MAX_FILE_BYTES)
+    if entry.size > limit:
         raise DownloadError(
-            f"{repo}@{commit[:12]}: {entry.path} is listed at {entry.size} bytes, over the limit of {MAX_FILE_BYTES}; "
+            f"{repo}@{commit[:12]}: {entry.path} is listed at {entry.size} bytes, over the limit of {limit}; "
             f"refused without downloading. Fix: if this kernel is trusted, raise KERNELHOOK_MAX_FILE_BYTES."
         )
     for attempt in (1, 2):  # bytes that do not match may be a passing fault (a proxy, a cut): one more try
