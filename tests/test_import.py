@@ -84,6 +84,46 @@ def test_submodules_through_the_public_name_are_the_kernels_own(env, system):
     assert pinned is relu._ops
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "kernels_hub.kernels_community.relu.nosuch",
+        "kernels_hub.kernels_community.relu@v1.nosuch",  # pinned
+    ],
+)
+def test_a_missing_submodule_is_named_as_typed_not_by_its_internal_name(env, system, typed):
+    with pytest.raises(ModuleNotFoundError) as info:
+        importlib.import_module(typed)
+    message = str(info.value)
+    assert info.value.name == typed and message.startswith(f"No module named {typed!r}: ")
+    assert "_kernelhook_" not in message and "kernels-community/relu@" in message and "Fix:" in message
+
+
+def test_reload_executes_the_kernel_again_from_the_store_by_public_name_or_module(env, system):
+    relu = importlib.import_module("kernels_hub.kernels_community.relu")
+    origin = kernelhook.origin(relu)
+    relu.VERSION = "patched"
+    assert importlib.reload(sys.modules["kernels_hub.kernels_community.relu"]) is relu
+    assert relu.VERSION == "1.0"  # the source ran again
+    relu.VERSION = "patched"
+    assert importlib.reload(relu) is relu and relu.VERSION == "1.0"
+    assert relu.__spec__.name == relu.__name__ and relu.__file__.startswith(env["KERNELHOOK_CACHE"])
+    assert sys.modules["kernels_hub.kernels_community.relu"] is relu and kernelhook.origin(relu) == origin
+    layers = sys.modules["kernels_hub.kernels_community.relu.layers"]
+    layers.ReLU = None
+    assert importlib.reload(layers) is relu.layers and relu.layers.ReLU().forward(-1) == 0
+
+
+def test_reload_works_for_a_kernel_from_get_kernel_without_the_import_hook(env, system):
+    kernelhook.uninstall()
+    try:
+        module = kernelhook.get_kernel(SEED, version=1)
+        module.VERSION = "patched"
+        assert importlib.reload(module) is module and module.VERSION == "1.0"
+    finally:
+        kernelhook.install()
+
+
 def test_module_is_loaded_from_the_store_not_sys_path(env, system):
     relu = importlib.import_module("kernels_hub.kernels_community.relu")
     origin = kernelhook.origin(relu)

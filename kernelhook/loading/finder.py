@@ -4,6 +4,7 @@
     kernels_hub.<org>                    an empty namespace module, made here, no I/O
     kernels_hub.<org>.<repo>[@rev]       the kernel: the whole data path, via api.load_kernel
     kernels_hub.<org>.<repo>.<sub>       an alias of the kernel module's own submodule
+    _kernelhook_<digest>                 a loaded kernel's own name, looked up again by importlib.reload
 
 A name outside ``kernels_hub`` costs one ``str.startswith``. The finder calls
 the other modules and holds no state but its place in sys.meta_path.
@@ -19,14 +20,17 @@ import types
 from .names import CONTENT_PREFIX, ROOT, ModuleName, parse_module_name
 
 _PREFIX = ROOT + "."
+_OWNED = (_PREFIX, CONTENT_PREFIX)
 
 
 class KernelHubFinder:
     # Duck-typed like importlib.abc.MetaPathFinder: importing importlib.abc costs ~6 ms.
 
     def find_spec(self, fullname, path=None, target=None):
-        if not fullname.startswith(_PREFIX):
+        if not fullname.startswith(_OWNED):
             return None
+        if fullname.startswith(CONTENT_PREFIX):
+            return _reload_spec(fullname)
         try:
             parsed = parse_module_name(fullname)
         except ImportError:  # a malformed name: typed error, and no namespace left behind for it
@@ -116,8 +120,39 @@ def _submodule_spec(fullname: str):
     parent = sys.modules.get(parent_name)
     if parent is None or not getattr(parent, "__name__", "").startswith(CONTENT_PREFIX):
         return None
-    real = importlib.import_module(f"{parent.__name__}.{child}")
+    real_name = f"{parent.__name__}.{child}"
+    try:
+        real = importlib.import_module(real_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != real_name:  # something the submodule itself imports is missing: its own error
+            raise
+        raise ModuleNotFoundError(_no_submodule(fullname, parent, child), name=fullname) from None
     return _spec(fullname, _AliasLoader(real), is_package=hasattr(real, "__path__"))
+
+
+def _no_submodule(fullname: str, parent: types.ModuleType, child: str) -> str:
+    """The message for a submodule the kernel does not have, in the names the user typed."""
+    import pkgutil
+
+    kernel = sys.modules.get(parent.__name__.split(".")[0])
+    origin = getattr(kernel, "__kernelhook__", None)
+    where = f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else parent.__name__
+    children = sorted(m.name for m in pkgutil.iter_modules(getattr(parent, "__path__", None) or []))
+    has = f"it holds {', '.join(children)}" if children else "it holds no modules"
+    return (f"No module named {fullname!r}: {fullname.rpartition('.')[0]} (the kernel {where}) holds no "
+            f"module {child!r}; {has}. Fix: check the name against the kernel's files.")
+
+
+def _reload_spec(fullname: str):
+    """``importlib.reload`` looks a kernel up again by its own (content) name: the spec that executes it
+    once more from the store. Submodules are found through the kernel's ``__path__``, not here."""
+    module = sys.modules.get(fullname)
+    origin = getattr(module, "__kernelhook__", None)
+    if "." in fullname or origin is None:
+        return None
+    from .loader import package_spec
+
+    return package_spec(fullname, origin.package)
 
 
 def _drop_empty_org(org: str) -> None:

@@ -133,13 +133,9 @@ def execute_package(name: str, package: Path, origin: KernelOrigin | None = None
         KernelLoadError: the package raised while executing (the exception is its ``__cause__``);
             nothing of it is left in sys.modules.
     """
-    _install_path_hook()
-    init = package / "__init__.py"
-    spec = importlib.util.spec_from_file_location(
-        name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(package)]
-    )
+    spec = package_spec(name, package)
     if spec is None or spec.loader is None:
-        raise KernelLoadError(f"{origin or package}: cannot make a module of {init}")
+        raise KernelLoadError(f"{origin or package}: cannot make a module of {package / '__init__.py'}")
     module = importlib.util.module_from_spec(spec)
     module.__kernelhook__ = origin
     sys.modules[name] = module
@@ -156,6 +152,20 @@ def execute_package(name: str, package: Path, origin: KernelOrigin | None = None
             ) from exc
         raise
     return module
+
+
+def package_spec(name: str, package: Path) -> importlib.machinery.ModuleSpec | None:
+    """The spec that executes the package folder ``package`` as the module ``name``, from its source
+    (the finder hands it to ``importlib.reload`` too, which executes the kernel again).
+
+    Returns:
+        The spec, or None when ``package`` holds no ``__init__.py`` to make one of.
+    """
+    _install_path_hook()
+    init = package / "__init__.py"
+    return importlib.util.spec_from_file_location(
+        name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(package)]
+    )
 
 
 def forget(name: str) -> None:
