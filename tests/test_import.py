@@ -11,7 +11,7 @@ import kernelhook
 from kernelhook.errors import KernelNotFoundError, NoCompatibleVariantError
 
 from .conftest import ASCEND
-from .repos import RELU, SEED
+from .repos import RELU, SEED, new_layout
 
 
 def test_unpinned_import_takes_the_highest_version_branch(env, system, hub):
@@ -66,10 +66,37 @@ def test_two_versions_live_side_by_side_with_their_own_submodules(env, system):
     assert v2.RMSNorm().forward(0) == ("rmsnorm", "2.0", 0)
 
 
-def test_identical_content_under_two_pins_is_one_module(env, system):
+def test_two_pins_of_one_commit_are_one_module(env, system):
     v2 = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v2")
     main = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@main")
     assert v2 is main
+
+
+def test_two_repos_with_identical_builds_are_two_modules_each_with_its_own_origin(env, system, hub):
+    files = new_layout("torch-universal", "twin")
+    shas = {}
+    for repo in ("acme/twin-a", "acme/twin-b"):
+        hub.create_repo(repo)
+        shas[repo] = hub.commit(repo, files, branch="v1")
+    a, b = kernelhook.get_kernel("acme/twin-a", version=1), kernelhook.get_kernel("acme/twin-b", version=1)
+    assert a is not b and a.__name__ != b.__name__ and a.layers is not b.layers
+    assert (kernelhook.origin(a).repo_id, kernelhook.origin(a).commit) == ("acme/twin-a", shas["acme/twin-a"])
+    assert (kernelhook.origin(b).repo_id, kernelhook.origin(b).commit) == ("acme/twin-b", shas["acme/twin-b"])
+    assert kernelhook.origin(a).tree == kernelhook.origin(b).tree  # the bytes are cached once
+
+
+def test_two_commits_with_identical_builds_are_two_modules_each_with_its_own_origin(env, system, hub):
+    repo = "acme/twin-commits"
+    files = new_layout("torch-universal", "twin")
+    hub.create_repo(repo)
+    first = hub.commit(repo, files, branch="v1")
+    second = hub.commit(repo, {**files, "README.md": "# the same build, a new card\n"}, branch="v2")
+    one, two = kernelhook.get_kernel(repo, version=1), kernelhook.get_kernel(repo, version=2)
+    assert one is not two
+    assert kernelhook.origin(one).commit == first and kernelhook.origin(two).commit == second
+    assert str(kernelhook.origin(two)).startswith(f"{repo}@{second[:12]} [torch-universal]")
+    assert kernelhook.get_kernel(repo, revision=second) is two  # two pins of one commit: one module
+    assert importlib.import_module(f"kernels_hub.acme.twin_commits@{first}") is one
 
 
 def test_submodules_through_the_public_name_are_the_kernels_own(env, system):

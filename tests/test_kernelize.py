@@ -26,6 +26,8 @@ from kernelhook import (
 )
 from kernelhook.binding import mapping
 
+from .repos import layer_repo, rms_layer
+
 
 @use_kernel_forward_from_hub("RMSNorm")
 class MyRMSNorm(nn.Module):
@@ -262,6 +264,30 @@ def test_debug_logging_shows_every_replacement_and_info_one_line_per_class(kenv,
     report = kernelize_report(model)
     assert [b.module for b in report.bound] == ["0.norm", "1.norm", "2.norm", "3"]
     assert {(b.repo, b.commit, b.variant) for b in report.bound} == {("acme/rms", commit, "torch-universal")}
+
+
+@use_kernel_forward_from_hub("TwinA")
+class TwinA(MyRMSNorm):
+    pass
+
+
+@use_kernel_forward_from_hub("TwinB")
+class TwinB(MyRMSNorm):
+    pass
+
+
+def test_the_report_names_each_repo_when_two_repos_have_identical_builds(kenv):
+    shas = {}
+    for repo in ("acme/rms-twin-a", "acme/rms-twin-b"):
+        kenv.create_repo(repo)
+        shas[repo] = kenv.commit(repo, layer_repo(rms_layer()), branch="v1")
+    model = nn.Sequential(TwinA(), TwinB())
+    with use_kernel_mapping({"TwinA": {"cpu": "acme/rms-twin-a@v1:RMSNorm"},
+                             "TwinB": {"cpu": "acme/rms-twin-b@v1:RMSNorm"}}):
+        kernelize(model, device="cpu")
+    rows = {(b.module_class, b.repo, b.commit) for b in kernelize_report(model).bound}
+    assert rows == {("TwinA", "acme/rms-twin-a", shas["acme/rms-twin-a"]),
+                    ("TwinB", "acme/rms-twin-b", shas["acme/rms-twin-b"])}
 
 
 def test_a_kernel_layer_name_attribute_is_honoured(kenv):

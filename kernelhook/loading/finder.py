@@ -70,7 +70,7 @@ class _AliasLoader:
 
     The import system stamps its own spec onto whatever create_module returns;
     exec_module puts the module's real spec back, so the module keeps naming
-    its content-derived home.
+    its own ``_kernelhook_...`` home.
     """
 
     def __init__(self, module: types.ModuleType | None = None):
@@ -144,7 +144,7 @@ def _no_submodule(fullname: str, parent: types.ModuleType, child: str) -> str:
 
 
 def _reload_spec(fullname: str):
-    """``importlib.reload`` looks a kernel up again by its own (content) name: the spec that executes it
+    """``importlib.reload`` looks a kernel up again by its own ``_kernelhook_...`` name: the spec that executes it
     once more from the store. Submodules are found through the kernel's ``__path__``, not here."""
     module = sys.modules.get(fullname)
     origin = getattr(module, "__kernelhook__", None)

@@ -1,9 +1,12 @@
 """Step 5 of the data path: execute a variant tree as a module, from the store.
 
-The module's name is derived from content only (the tree digest and the
-package folder inside it), never from a name found in the repo, so:
+The module's name is a digest of what was asked for and what was found: the
+repo (type and id), the commit, the variant, the tree's content digest and the
+package folder inside it; never a name found in the repo. So:
   * two versions are two modules, each with its own ``.layers``, ``._ops``...
-  * two pins that resolve to identical content are one module;
+  * two pins of one commit (``@v1`` and ``@<sha>``) are one module;
+  * two commits or two repos with byte-identical builds are two modules, each
+    with its own true origin (``kernelhook.origin``, kernelize's report);
   * a hostile ``metadata.json`` cannot claim ``os`` or ``torch``.
 The package is found through its own ``__path__`` in the store, never through
 sys.path. A failed import leaves no entry behind in sys.modules.
@@ -52,9 +55,12 @@ def _lock_for(name: str) -> threading.RLock:
         return _locks.setdefault(name, threading.RLock())
 
 
-def content_module_name(digest: str, package: Path, tree: Path) -> str:
-    relative = package.relative_to(tree).as_posix()
-    return CONTENT_PREFIX + hashlib.sha256(f"{digest}:{relative}".encode()).hexdigest()[:24]
+def module_name(origin: KernelOrigin, digest: str) -> str:
+    """The name a variant executes under: ``_kernelhook_`` and a digest of the repo, commit, variant,
+    tree digest and package folder, so that module identity follows what was asked for."""
+    relative = origin.package.relative_to(origin.tree).as_posix()
+    key = "\0".join((origin.repo_type, origin.repo_id, origin.commit, origin.variant, digest, relative))
+    return CONTENT_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
@@ -62,15 +68,16 @@ def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
 
     Args:
         origin_without_name: where the package comes from (its ``module_name`` is filled in here).
-        digest: the tree's content digest, from which the module's name derives.
+        digest: the tree's content digest, part of what the module's name derives from.
 
     Returns:
-        The module ``_kernelhook_<digest...>``, already in sys.modules; the same object on every call.
+        The module ``_kernelhook_<digest...>``, already in sys.modules; the same object on every call
+        for the same repo, commit and variant.
 
     Raises:
         KernelLoadError: executing the package raised; nothing is left in sys.modules.
     """
-    name = content_module_name(digest, origin_without_name.package, origin_without_name.tree)
+    name = module_name(origin_without_name, digest)
     existing = sys.modules.get(name)
     if existing is not None:
         return existing
