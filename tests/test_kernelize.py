@@ -25,8 +25,9 @@ from kernelhook import (
     use_kernel_mapping,
 )
 from kernelhook.binding import mapping
+from kernelhook.testing import LocalHub
 
-from .repos import layer_repo, rms_layer
+from .repos import SEED, layer_repo, rms_layer
 
 
 @use_kernel_forward_from_hub("RMSNorm")
@@ -363,6 +364,22 @@ def test_implicit_kernels_come_only_from_trusted_orgs(kenv, monkeypatch):
         monkeypatch.delenv("KERNELHOOK_TRUSTED_ORGS")
         kernelize(model, device="npu")
         assert len(kernelize_report(model).bound) == 2
+
+
+def test_the_default_mapping_stays_on_major_version_1_when_a_v2_appears(tmp_path, monkeypatch, system):
+    with LocalHub(tmp_path / "hub") as hub:
+        hub.create_repo(SEED)
+        v1 = hub.commit(SEED, layer_repo(rms_layer()), branch="v1")
+        hub.commit(SEED, layer_repo(rms_layer(scale=2.0)), branch="v2")  # a new major version computes otherwise
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("KERNELHOOK_CACHE", str(tmp_path / "cache"))
+        model = model_of(1)
+        with torch.no_grad():
+            before = model(x())
+            kernelize(model, device="npu")  # no mapping of the user's: kernelhook's default
+            after = model(x())
+    assert {(b.repo, b.commit) for b in kernelize_report(model).bound} == {(SEED, v1)}
+    torch.testing.assert_close(after, before)
 
 
 def test_trusted_orgs_from_pyproject(tmp_path, monkeypatch):
