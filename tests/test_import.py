@@ -147,6 +147,7 @@ def test_reload_works_for_a_kernel_from_get_kernel_without_the_import_hook(env, 
         module = kernelhook.get_kernel(SEED, version=1)
         module.VERSION = "patched"
         assert importlib.reload(module) is module and module.VERSION == "1.0"
+        assert "kernels_hub" not in repr(sys.meta_path)  # loading did not put back the hook the user took off
     finally:
         kernelhook.install()
 

@@ -14,7 +14,6 @@ from ..cache.store import Store
 from ..platform import SystemInfo, current_system
 from ..repo import Resolved, find_package
 from .fetch import PlacedVariant, place_variant
-from .finder import install
 from .loader import KernelOrigin, load
 from .names import KernelName, parse_repo_id
 from .resolve import resolve
@@ -63,7 +62,6 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
         placed.tree, package, module_name="", how=resolved.how,
     )
     module = load(origin, placed.digest)
-    install()  # importlib.reload asks the finder for the module's own name, also when get_kernel loaded it
     logger.debug("%s -> %s (%s)", name.typed, module.__name__, origin)
     return module
 

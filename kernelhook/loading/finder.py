@@ -4,7 +4,6 @@
     kernels_hub.<org>                    an empty namespace module, made here, no I/O
     kernels_hub.<org>.<repo>[@rev]       the kernel: the whole data path, via api.load_kernel
     kernels_hub.<org>.<repo>.<sub>       an alias of the kernel module's own submodule
-    _kernelhook_<digest>                 a loaded kernel's own name, looked up again by importlib.reload
 
 A name outside ``kernels_hub`` costs one ``str.startswith``. The finder calls
 the other modules and holds no state but its place in sys.meta_path.
@@ -20,17 +19,14 @@ import types
 from .names import CONTENT_PREFIX, ROOT, ModuleName, parse_module_name
 
 _PREFIX = ROOT + "."
-_OWNED = (_PREFIX, CONTENT_PREFIX)
 
 
 class KernelHubFinder:
     # Duck-typed like importlib.abc.MetaPathFinder: importing importlib.abc costs ~6 ms.
 
     def find_spec(self, fullname, path=None, target=None):
-        if not fullname.startswith(_OWNED):
+        if not fullname.startswith(_PREFIX):
             return None
-        if fullname.startswith(CONTENT_PREFIX):
-            return _reload_spec(fullname)
         try:
             parsed = parse_module_name(fullname)
         except ImportError:  # a malformed name: typed error, and no namespace left behind for it
@@ -142,17 +138,6 @@ def _no_submodule(fullname: str, parent: types.ModuleType, child: str) -> str:
     return (f"No module named {fullname!r}: {fullname.rpartition('.')[0]} (the kernel {where}) holds no "
             f"module {child!r}; {has}. Fix: check the name against the kernel's files.")
 
-
-def _reload_spec(fullname: str):
-    """``importlib.reload`` looks a kernel up again by its own ``_kernelhook_...`` name: the spec that executes it
-    once more from the store. Submodules are found through the kernel's ``__path__``, not here."""
-    module = sys.modules.get(fullname)
-    origin = getattr(module, "__kernelhook__", None)
-    if "." in fullname or origin is None:
-        return None
-    from .loader import package_spec
-
-    return package_spec(fullname, origin.package)
 
 
 def _drop_empty_org(org: str) -> None:

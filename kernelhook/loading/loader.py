@@ -9,7 +9,8 @@ package folder inside it; never a name found in the repo. So:
     with its own true origin (``kernelhook.origin``, kernelize's report);
   * a hostile ``metadata.json`` cannot claim ``os`` or ``torch``.
 The package is found through its own ``__path__`` in the store, never through
-sys.path. A failed import leaves no entry behind in sys.modules.
+sys.path. A failed import leaves no entry behind in sys.modules. ``importlib.reload``
+of a loaded kernel executes its source from the store again (``_ReloadFinder``).
 """
 
 from __future__ import annotations
@@ -124,10 +125,29 @@ def _store_path_hook(path: str):
     )
 
 
-def _install_path_hook() -> None:
+class _ReloadFinder:
+    """Answers one question on sys.meta_path: ``importlib.reload`` asking again for a loaded kernel
+    by its own ``_kernelhook_...`` name. Submodules are found through the kernel's ``__path__``."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith(CONTENT_PREFIX) or "." in fullname:
+            return None
+        origin = getattr(sys.modules.get(fullname), "__kernelhook__", None)
+        return None if origin is None else package_spec(fullname, origin.package)
+
+
+_reload_finder = _ReloadFinder()
+
+
+def _install_hooks() -> None:
+    """The store path hook and the reload finder, both independent of the kernels_hub finder (a user may
+    uninstall that one). The reload finder goes first, so a reload never finds the name on sys.path: it
+    costs any other import one ``str.startswith``."""
     with _hook_lock:
         if _store_path_hook not in sys.path_hooks:
             sys.path_hooks.insert(0, _store_path_hook)
+        if _reload_finder not in sys.meta_path:
+            sys.meta_path.insert(0, _reload_finder)
 
 
 def execute_package(name: str, package: Path, origin: KernelOrigin | None = None) -> ModuleType:
@@ -163,12 +183,12 @@ def execute_package(name: str, package: Path, origin: KernelOrigin | None = None
 
 def package_spec(name: str, package: Path) -> importlib.machinery.ModuleSpec | None:
     """The spec that executes the package folder ``package`` as the module ``name``, from its source
-    (the finder hands it to ``importlib.reload`` too, which executes the kernel again).
+    (``_ReloadFinder`` hands it to ``importlib.reload`` too, which executes the kernel again).
 
     Returns:
-        The spec, or None when ``package`` holds no ``__init__.py`` to make one of.
+        The spec (executing it fails when ``package`` holds no ``__init__.py``).
     """
-    _install_path_hook()
+    _install_hooks()
     init = package / "__init__.py"
     return importlib.util.spec_from_file_location(
         name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(package)]
