@@ -9,6 +9,7 @@ The package, by step of the data path:
 
     errors.py      every error kernelhook raises
     platform.py    this machine and the build variants it accepts
+    settings.py    KERNELHOOK_* environment variables, read on use
     repo.py        a repo's address, commit and build/ layout
     files.py       digests and atomic writes
     project.py     the user's pyproject.toml and lockfile, found from the working directory
@@ -47,6 +48,7 @@ from .errors import (
     NoBuildError,
     NoCompatibleVariantError,
     RevisionNotFoundError,
+    SettingError,
 )
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on use
@@ -146,6 +148,7 @@ __all__ = [
     "RevisionNotFoundError",
     "ROCMProperties",
     "set_system",
+    "SettingError",
     "SystemInfo",
     "uninstall",
     "use_kernel_forward_from_hub",

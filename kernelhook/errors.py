@@ -78,3 +78,7 @@ class LockMismatchError(KernelImportError):
 
 class LockfileError(KernelImportError, ValueError):
     """A lockfile, or the pyproject table it is made from, cannot be read."""
+
+
+class SettingError(KernelImportError, ValueError):
+    """A KERNELHOOK_* environment variable is malformed; the message names it, its value and the form it takes."""

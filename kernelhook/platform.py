@@ -30,11 +30,12 @@ backend must match its version exactly. Choosing is pure: the system is an argum
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import re
 import threading
 from typing import NamedTuple
+
+from . import settings
 
 logger = logging.getLogger("kernelhook")
 
@@ -188,12 +189,22 @@ _current: SystemInfo | None = None
 
 def current_system() -> SystemInfo:
     """The system variants are chosen for: the injected one (``set_system``, ``KERNELHOOK_SYSTEM``),
-    else the probe, which runs once per process and imports torch."""
+    else the probe, which runs once per process and imports torch.
+
+    Returns:
+        The description, the same one for the rest of the process (until ``set_system``).
+
+    Raises:
+        SettingError: KERNELHOOK_SYSTEM is set but is not a strict variant name (read again on the next call).
+    """
     global _current
     with _lock:
         if _current is None:
-            override = os.environ.get("KERNELHOOK_SYSTEM")
-            _current = SystemInfo.parse(override) if override else probe_system()
+            override = settings.parsed(
+                "KERNELHOOK_SYSTEM", None, SystemInfo.parse, "a strict variant name that describes a machine",
+                "torch27-cxx11-cann82-aarch64-linux", unset="this machine's own probe",
+            )
+            _current = override if override is not None else probe_system()
             logger.debug("system: %s", _current)
         return _current
 

@@ -2,7 +2,8 @@
 
 ``RepoAddress`` is a repo as the Hub knows it (id and type) and ``Resolved``
 that repo at a commit. A repo's builds live under ``build/<variant>/``:
-``split_build_path`` reads listing paths in those terms, and ``find_package``
+``split_build_path`` reads listing paths in those terms, ``is_bytecode`` says which
+of them are never fetched, and ``find_package``
 says which folder of a variant is its Python package, by one rule for loading
 a kernel and for checking one before it is published.
 """
@@ -41,6 +42,17 @@ def split_build_path(path: str) -> tuple[str, str] | None:
     if len(parts) < 3 or parts[0] != BUILD_DIR or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
+
+
+def is_bytecode(path: str) -> bool:
+    """True for compiled Python (``*.pyc``, ``*.pyo``, anything under ``__pycache__/``) in a listing path.
+
+    Kernels run from their source only: bytecode is never fetched, locked or
+    executed, since nothing ties it to the source beside it (the public
+    ``kernels`` package refuses it too).
+    """
+    parts = path.split("/")
+    return "__pycache__" in parts or parts[-1].endswith((".pyc", ".pyo"))
 
 
 def find_package(tree: Path, repo_name: str, where: str) -> Path:

@@ -18,7 +18,9 @@ import pytest
 _HF_HOME = tempfile.mkdtemp(prefix="kernelhook-hf-home-")
 Path(_HF_HOME, ".agent_harnesses.json").write_text(json.dumps({"standardEnvVars": [], "harnesses": {}}))
 os.environ["HF_HOME"] = _HF_HOME
-for variable in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "KERNELHOOK_SYSTEM", "KERNELHOOK_CACHE"):
+for variable in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "KERNELHOOK_SYSTEM", "KERNELHOOK_CACHE",
+                 "KERNELHOOK_RETRIES", "KERNELHOOK_RETRY_BACKOFF_S", "KERNELHOOK_MAX_FILE_BYTES",
+                 "KERNELHOOK_DIST_WAIT_S", "KERNELHOOK_DEBUG"):
     os.environ.pop(variable, None)
 
 from kernelhook.platform import SystemInfo, set_system  # noqa: E402

@@ -3,13 +3,18 @@
 import contextlib
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 
 import kernelhook
+from kernelhook.cli import command
 from kernelhook.cli import main as cli
+from kernelhook.platform import set_system
 from kernelhook.testing import LocalHub
 
+from .conftest import EXAMPLES, child_env
 from .repos import SEED, new_layout
 
 REPO = "acme/pruned"
@@ -78,7 +83,10 @@ def test_verify_in_both_forms(env, system):
         (("frobnicate",), 2, "invalid choice"),
         (("info",), 2, "REPO[@REV]"),
         (("info", "acme/x@"), 2, "nothing after '@'"),
-        (("info", "not-a-repo-id"), 1, "is not a Hub repo id"),
+        (("info", "not-a-repo-id"), 2, "is not a Hub repo id"),  # bad usage: not ORG/NAME
+        (("info", "notarepo"), 2, "Expected REPO[@REV]"),  # the form it takes, named
+        (("info", "acme/x@bad..rev"), 2, "Expected REPO[@REV]"),  # not a revision
+        (("download", "notarepo"), 2, "Expected REPO[@REV]"),
         (("info", "acme/nothing-at-all"), 1, "No Hub repo answers"),
         (("download",), 2, "no repos named and no kernelhook.lock found"),
         (("download", "--lockfile", "/nonexistent/kernelhook.lock"), 1, "not a kernelhook lockfile"),
@@ -90,6 +98,9 @@ def test_verify_in_both_forms(env, system):
         (("cache", "ls", "extra"), 2, "unrecognized arguments"),
         (("cache", "verify", "--fix"), 2, "unrecognized arguments"),
         (("cache", "prune", "--lockfile", "/nonexistent.lock"), 1, "not a kernelhook lockfile"),
+        (("check", "/no/such/dir"), 2, "/no/such/dir does not exist"),  # bad usage: DIR names nothing
+        (("check", __file__), 2, "is not a folder"),
+        (("publish", "/no/such/dir", "--repo", "acme/x", "--version", "1"), 2, "/no/such/dir does not exist"),
     ],
 )
 def test_bad_usage_and_failures_exit_with_meaningful_codes_and_one_line(env, system, tmp_path, monkeypatch,
@@ -97,8 +108,74 @@ def test_bad_usage_and_failures_exit_with_meaningful_codes_and_one_line(env, sys
     monkeypatch.chdir(tmp_path)  # no lockfile or pyproject above
     got, out, err = run(*args)
     assert got == code and words in err
-    if code == 1:
-        assert err.count("\n") == 1 and err.startswith("kernelhook: error: ")  # one line
+    assert err.count("\n") == 1 and err.startswith("kernelhook: error: ")  # one line, bad usage included
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (("--json",), 2),  # no command
+        (("frobnicate", "--json"), 2),  # no such command
+        (("info", "--json"), 2),  # REPO missing
+        (("--json", "info", "notarepo"), 2),  # REPO not ORG/NAME, --json before the command
+        (("cache", "prune", "--grace", "soon", "--json"), 2),  # a value argparse refuses
+        (("system", "--json", "extra"), 2),  # an argument too many
+        (("check", "/no/such/dir", "--json"), 2),
+        (("info", "acme/nothing-at-all", "--json"), 1),  # a failure, not bad usage
+    ],
+)
+def test_with_json_every_error_is_json_on_stdout_bad_usage_included(env, system, tmp_path, monkeypatch, args, code):
+    monkeypatch.chdir(tmp_path)
+    got, out, err = run(*args)
+    assert got == code
+    assert json.loads(out) == {"error": err.removeprefix("kernelhook: error: ").rstrip("\n")}
+    assert err.count("\n") == 1
+
+
+def test_json_is_taken_before_the_command_too(system):
+    assert json.loads(run("--json", "system")[1]) == json.loads(run("system", "--json")[1])
+    assert json.loads(run("--json", "cache", "ls")[1]) == json.loads(run("cache", "ls", "--json")[1])
+
+
+def test_version():
+    code, out, _ = run("--version")
+    assert code == 0 and out == f"kernelhook {kernelhook.__version__}\n"
+
+
+def test_an_unexpected_exception_is_one_line_naming_its_type_and_debug_shows_the_traceback(system, monkeypatch):
+    def probe_crashes():
+        raise RuntimeError("the probe crashed")
+
+    monkeypatch.setattr(command, "current_system", probe_crashes)
+    code, out, err = run("system")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("kernelhook: error: unexpected RuntimeError: the probe crashed.") and "KERNELHOOK_DEBUG=1" in err
+    code, out, err = run("system", "--json")
+    assert code == 1 and json.loads(out)["error"].startswith("unexpected RuntimeError: the probe crashed.")
+    monkeypatch.setenv("KERNELHOOK_DEBUG", "1")
+    code, out, err = run("system")
+    assert code == 1 and err.startswith("Traceback (most recent call last):") and "probe_crashes" in err
+    assert err.splitlines()[-1].startswith("kernelhook: error: unexpected RuntimeError: the probe crashed.")
+
+
+def test_a_malformed_setting_is_one_line(system, monkeypatch):
+    set_system(None)  # the command reads KERNELHOOK_SYSTEM, as in a fresh process; the fixture restores it
+    monkeypatch.setenv("KERNELHOOK_SYSTEM", "torch27-cxx11-cann82-aarch64")  # the OS part is missing
+    code, _, err = run("system")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("kernelhook: error: KERNELHOOK_SYSTEM='torch27-cxx11-cann82-aarch64' is not")
+
+
+def test_publish_offline_is_one_line_with_the_fix_and_no_traceback(env, tmp_path):
+    argv = [sys.executable, "-m", "kernelhook", "publish", str(EXAMPLES / "kernels" / "RMSNorm"),
+            "--repo", "acme/offline", "--version", "1"]
+    result = subprocess.run(argv, env=child_env({**env, "HF_HUB_OFFLINE": "1"}), capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("kernelhook: error: could not publish ") and "acme/offline (branch v1)" in result.stderr
+    assert "Fix: unset HF_HUB_OFFLINE" in result.stderr
 
 
 def test_lock_in_both_forms(env, system, hub, tmp_path, monkeypatch):

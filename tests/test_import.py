@@ -11,7 +11,7 @@ import kernelhook
 from kernelhook.errors import KernelNotFoundError, NoCompatibleVariantError
 
 from .conftest import ASCEND
-from .repos import RELU, SEED
+from .repos import RELU, SEED, new_layout
 
 
 def test_unpinned_import_takes_the_highest_version_branch(env, system, hub):
@@ -66,10 +66,37 @@ def test_two_versions_live_side_by_side_with_their_own_submodules(env, system):
     assert v2.RMSNorm().forward(0) == ("rmsnorm", "2.0", 0)
 
 
-def test_identical_content_under_two_pins_is_one_module(env, system):
+def test_two_pins_of_one_commit_are_one_module(env, system):
     v2 = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v2")
     main = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@main")
     assert v2 is main
+
+
+def test_two_repos_with_identical_builds_are_two_modules_each_with_its_own_origin(env, system, hub):
+    files = new_layout("torch-universal", "twin")
+    shas = {}
+    for repo in ("acme/twin-a", "acme/twin-b"):
+        hub.create_repo(repo)
+        shas[repo] = hub.commit(repo, files, branch="v1")
+    a, b = kernelhook.get_kernel("acme/twin-a", version=1), kernelhook.get_kernel("acme/twin-b", version=1)
+    assert a is not b and a.__name__ != b.__name__ and a.layers is not b.layers
+    assert (kernelhook.origin(a).repo_id, kernelhook.origin(a).commit) == ("acme/twin-a", shas["acme/twin-a"])
+    assert (kernelhook.origin(b).repo_id, kernelhook.origin(b).commit) == ("acme/twin-b", shas["acme/twin-b"])
+    assert kernelhook.origin(a).tree == kernelhook.origin(b).tree  # the bytes are cached once
+
+
+def test_two_commits_with_identical_builds_are_two_modules_each_with_its_own_origin(env, system, hub):
+    repo = "acme/twin-commits"
+    files = new_layout("torch-universal", "twin")
+    hub.create_repo(repo)
+    first = hub.commit(repo, files, branch="v1")
+    second = hub.commit(repo, {**files, "README.md": "# the same build, a new card\n"}, branch="v2")
+    one, two = kernelhook.get_kernel(repo, version=1), kernelhook.get_kernel(repo, version=2)
+    assert one is not two
+    assert kernelhook.origin(one).commit == first and kernelhook.origin(two).commit == second
+    assert str(kernelhook.origin(two)).startswith(f"{repo}@{second[:12]} [torch-universal]")
+    assert kernelhook.get_kernel(repo, revision=second) is two  # two pins of one commit: one module
+    assert importlib.import_module(f"kernels_hub.acme.twin_commits@{first}") is one
 
 
 def test_submodules_through_the_public_name_are_the_kernels_own(env, system):
@@ -82,6 +109,47 @@ def test_submodules_through_the_public_name_are_the_kernels_own(env, system):
     assert lazy.LOADED_LAZILY and lazy is sys.modules[relu.__name__ + ".lazy"]
     pinned = importlib.import_module("kernels_hub.kernels_community.relu@v1._ops")
     assert pinned is relu._ops
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "kernels_hub.kernels_community.relu.nosuch",
+        "kernels_hub.kernels_community.relu@v1.nosuch",  # pinned
+    ],
+)
+def test_a_missing_submodule_is_named_as_typed_not_by_its_internal_name(env, system, typed):
+    with pytest.raises(ModuleNotFoundError) as info:
+        importlib.import_module(typed)
+    message = str(info.value)
+    assert info.value.name == typed and message.startswith(f"No module named {typed!r}: ")
+    assert "_kernelhook_" not in message and "kernels-community/relu@" in message and "Fix:" in message
+
+
+def test_reload_executes_the_kernel_again_from_the_store_by_public_name_or_module(env, system):
+    relu = importlib.import_module("kernels_hub.kernels_community.relu")
+    origin = kernelhook.origin(relu)
+    relu.VERSION = "patched"
+    assert importlib.reload(sys.modules["kernels_hub.kernels_community.relu"]) is relu
+    assert relu.VERSION == "1.0"  # the source ran again
+    relu.VERSION = "patched"
+    assert importlib.reload(relu) is relu and relu.VERSION == "1.0"
+    assert relu.__spec__.name == relu.__name__ and relu.__file__.startswith(env["KERNELHOOK_CACHE"])
+    assert sys.modules["kernels_hub.kernels_community.relu"] is relu and kernelhook.origin(relu) == origin
+    layers = sys.modules["kernels_hub.kernels_community.relu.layers"]
+    layers.ReLU = None
+    assert importlib.reload(layers) is relu.layers and relu.layers.ReLU().forward(-1) == 0
+
+
+def test_reload_works_for_a_kernel_from_get_kernel_without_the_import_hook(env, system):
+    kernelhook.uninstall()
+    try:
+        module = kernelhook.get_kernel(SEED, version=1)
+        module.VERSION = "patched"
+        assert importlib.reload(module) is module and module.VERSION == "1.0"
+        assert "kernels_hub" not in repr(sys.meta_path)  # loading did not put back the hook the user took off
+    finally:
+        kernelhook.install()
 
 
 def test_module_is_loaded_from_the_store_not_sys_path(env, system):

@@ -25,6 +25,9 @@ from kernelhook import (
     use_kernel_mapping,
 )
 from kernelhook.binding import mapping
+from kernelhook.testing import LocalHub
+
+from .repos import SEED, layer_repo, rms_layer
 
 
 @use_kernel_forward_from_hub("RMSNorm")
@@ -274,6 +277,30 @@ def test_debug_logging_shows_every_replacement_and_info_one_line_per_class(kenv,
     assert {(b.repo, b.commit, b.variant) for b in report.bound} == {("acme/rms", commit, "torch-universal")}
 
 
+@use_kernel_forward_from_hub("TwinA")
+class TwinA(MyRMSNorm):
+    pass
+
+
+@use_kernel_forward_from_hub("TwinB")
+class TwinB(MyRMSNorm):
+    pass
+
+
+def test_the_report_names_each_repo_when_two_repos_have_identical_builds(kenv):
+    shas = {}
+    for repo in ("acme/rms-twin-a", "acme/rms-twin-b"):
+        kenv.create_repo(repo)
+        shas[repo] = kenv.commit(repo, layer_repo(rms_layer()), branch="v1")
+    model = nn.Sequential(TwinA(), TwinB())
+    with use_kernel_mapping({"TwinA": {"cpu": "acme/rms-twin-a@v1:RMSNorm"},
+                             "TwinB": {"cpu": "acme/rms-twin-b@v1:RMSNorm"}}):
+        kernelize(model, device="cpu")
+    rows = {(b.module_class, b.repo, b.commit) for b in kernelize_report(model).bound}
+    assert rows == {("TwinA", "acme/rms-twin-a", shas["acme/rms-twin-a"]),
+                    ("TwinB", "acme/rms-twin-b", shas["acme/rms-twin-b"])}
+
+
 def test_a_kernel_layer_name_attribute_is_honoured(kenv):
     class Marked(nn.Module):  # as the kernels package's decorator leaves a class
         kernel_layer_name = "RMSNorm"
@@ -347,6 +374,22 @@ def test_implicit_kernels_come_only_from_trusted_orgs(kenv, monkeypatch):
         monkeypatch.delenv("KERNELHOOK_TRUSTED_ORGS")
         kernelize(model, device="npu")
         assert len(kernelize_report(model).bound) == 2
+
+
+def test_the_default_mapping_stays_on_major_version_1_when_a_v2_appears(tmp_path, monkeypatch, system):
+    with LocalHub(tmp_path / "hub") as hub:
+        hub.create_repo(SEED)
+        v1 = hub.commit(SEED, layer_repo(rms_layer()), branch="v1")
+        hub.commit(SEED, layer_repo(rms_layer(scale=2.0)), branch="v2")  # a new major version computes otherwise
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("KERNELHOOK_CACHE", str(tmp_path / "cache"))
+        model = model_of(1)
+        with torch.no_grad():
+            before = model(x())
+            kernelize(model, device="npu")  # no mapping of the user's: kernelhook's default
+            after = model(x())
+    assert {(b.repo, b.commit) for b in kernelize_report(model).bound} == {(SEED, v1)}
+    torch.testing.assert_close(after, before)
 
 
 def test_trusted_orgs_from_pyproject(tmp_path, monkeypatch):

@@ -81,5 +81,5 @@ def test_a_class_marked_by_the_kernels_package_keeps_its_name():
 
     assert layer_name_of(Marked) == "SiLU"
     assert layer_name_of(torch.nn.LayerNorm) is None
-    assert kernelhook.LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm") in [
+    assert kernelhook.LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm", version=1) in [
         entry.repo for modes in mapping.snapshot()["RMSNorm"]["npu"].values() for entry in modes.values()]

@@ -17,7 +17,7 @@ choice of code. Entries a library offers on the user's behalf (``offer_kernel_ma
 kernelhook's defaults, and any table an integration offers) are implicit: they
 never replace the user's, and kernelize loads them only from trusted orgs
 (trust.py). kernelhook offers one default: RMSNorm on ``npu`` from
-``kernels-ext-npu/RMSNorm``.
+``kernels-ext-npu/RMSNorm``, major version 1.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ class Entry(NamedTuple):
 # layer name -> device type -> capability range (None: any) -> mode -> entry
 Table = dict[str, dict[str, dict[tuple | None, dict[Mode, Entry]]]]
 
-DEFAULT_MAPPING = {"RMSNorm": {"npu": LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm")}}
+# Pinned to major version 1 (the branch v1): a v2 published on the Hub may change the layer's API or
+# numerics, and a default the user never chose must not change a model's output silently.
+DEFAULT_MAPPING = {"RMSNorm": {"npu": LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm", version=1)}}
 DEFAULTS_OFFERED_BY = "kernelhook's default mapping"
 
 _lock = threading.Lock()

@@ -27,7 +27,7 @@ from typing import NamedTuple
 from ..errors import LockfileError, LockMismatchError
 from ..files import file_digest
 from ..project import kernelhook_table, nearest
-from ..repo import split_build_path
+from ..repo import is_bytecode, split_build_path
 
 LOCK_NAME = "kernelhook.lock"
 FORMAT_VERSION = 1
@@ -121,11 +121,14 @@ def render(kernels: list[LockedKernel]) -> str:
 
 
 def variants_from_listing(listing) -> dict:
-    """{variant: {path below the variant: {"size", "sha256" | "git_sha1"}}} from a build/ listing."""
+    """{variant: {path below the variant: {"size", "sha256" | "git_sha1"}}} from a build/ listing.
+
+    Bytecode is not locked: it is never fetched or executed (fetch.py).
+    """
     variants: dict = {}
     for entry in listing:
         split = split_build_path(entry.path)
-        if split is None:
+        if split is None or is_bytecode(entry.path):
             continue
         variant, relative = split
         digest = {"sha256": entry.lfs_sha256} if entry.lfs_sha256 else {"git_sha1": entry.git_oid}
@@ -145,7 +148,9 @@ def check_tree(locked: LockedKernel, variant: str, tree: Path) -> None:
             f"{where}: the lockfile has no entry for this variant. Fix: `kernelhook lock` on a machine "
             f"that can see it, or load a variant the lock lists ({', '.join(sorted(locked.variants))})."
         )
-    present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    expected = {relative: want for relative, want in expected.items() if not is_bytecode(relative)}
+    present = {relative for p in tree.rglob("*") if p.is_file()
+               and not is_bytecode(relative := p.relative_to(tree).as_posix())}
     for relative in sorted(present - set(expected)):
         raise LockMismatchError(f"{where}: {relative} is in the cache but not in the lockfile; nothing was imported.")
     for relative, want in sorted(expected.items()):

@@ -8,21 +8,29 @@
     kernelhook check DIR                           validate a kernel repo folder before publishing
     kernelhook publish DIR --repo ORG/NAME --version N   check, then upload to the branch vN; prints the commit
 
-Every command takes --json. Exit codes: 0 ok, 1 failed, 2 bad usage. Errors
-are one line that ends with the fix.
+Every command takes --json, before or after the command's name; ``kernelhook --version``
+prints the version. Exit codes: 0 ok, 1 failed, 2 bad usage (argparse's own
+complaints, a REPO that is not ORG/NAME[@REV], a DIR that is not a folder).
+Every failure is one line on stderr that ends with the fix, never a traceback;
+with --json anywhere on the command line it is also ``{"error": "..."}`` on
+stdout, bad usage included. An unexpected exception is one line naming its
+type (exit 1); KERNELHOOK_DEBUG=1 prints its traceback before that line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
+from .. import __version__
 from ..cache import admin as cache_admin
 from ..cache import lockfile
 from ..cache.store import Store
-from ..errors import KernelHookError, LockfileError
+from ..errors import InvalidKernelName, InvalidRevision, KernelHookError, LockfileError
 from ..files import write_atomic
 from ..loading import fetch
 from ..loading.names import parse_repo_id
@@ -38,21 +46,32 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)  # exits 2 on bad usage
+    """Run the kernelhook command.
+
+    Returns:
+        The exit code: 0 ok, 1 failed, 2 bad usage (``--help`` and ``--version`` exit 0 through SystemExit).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv  # known before parsing, so that bad usage is reported as JSON too
     try:
-        result = args.run(args)
+        args = _parser().parse_args(argv)
+        data, text, code = args.run(args)
     except UsageError as exc:
-        return _fail(args, f"{exc}", code=2)
+        return _fail(as_json, str(exc), code=2)
     except (KernelHookError, OSError) as exc:
-        return _fail(args, str(exc))
-    data, text, code = result
-    _out(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
+        return _fail(as_json, str(exc), debug=True)
+    except Exception as exc:  # a bug, here or below: still one line, and the traceback on request
+        return _fail(as_json, f"unexpected {type(exc).__name__}: {exc}. Fix: this is a bug in kernelhook or a "
+                              f"kernel; rerun with KERNELHOOK_DEBUG=1 for the traceback and report it.", debug=True)
+    _out(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
     return code
 
 
-def _fail(args, message: str, code: int = 1) -> int:
+def _fail(as_json: bool, message: str, code: int = 1, debug: bool = False) -> int:
+    if debug and os.environ.get("KERNELHOOK_DEBUG") == "1":
+        traceback.print_exc()
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())  # one line, fix included
-    if getattr(args, "json", False):
+    if as_json:
         _out(json.dumps({"error": line}))
     sys.stderr.write(f"kernelhook: error: {line}\n")
     return code
@@ -171,7 +190,7 @@ def cmd_cache_prune(args):
 
 
 def cmd_check(args):
-    problems, results = check_repo(Path(args.dir))
+    problems, results = check_repo(_folder(args.dir))
     data = {"ok": not problems, "problems": [p._asdict() for p in problems],
             "variants": [r._asdict() for r in results]}
     lines = [f"{r.variant}: {r.how}; layers {', '.join(r.layers) or 'none'}" for r in results]
@@ -181,7 +200,7 @@ def cmd_check(args):
 
 
 def cmd_publish(args):
-    published = publish(Path(args.dir), args.repo, args.version, args.repo_type)
+    published = publish(_folder(args.dir), args.repo, args.version, args.repo_type)
     data = {"repo": published.repo.repo_id, "repo_type": published.repo.repo_type, "branch": published.branch,
             "commit": published.commit}
     return data, published.commit, 0
@@ -194,7 +213,18 @@ def _kernel_name(spec: str):
     repo_id, _, revision = spec.partition("@")
     if "@" in spec and not revision:
         raise UsageError(f"{spec!r}: nothing after '@'. Fix: write REPO or REPO@REVISION.")
-    return parse_repo_id(repo_id, revision or None)
+    try:
+        return parse_repo_id(repo_id, revision or None)
+    except (InvalidKernelName, InvalidRevision) as exc:
+        raise UsageError(f"{exc} Expected REPO[@REV], e.g. kernels-ext-npu/RMSNorm@v1.") from exc
+
+
+def _folder(typed: str) -> Path:
+    folder = Path(typed)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{typed} {what}. Fix: name the kernel repo folder, the one that holds build/.")
+    return folder
 
 
 def _lock_for(path: str | None, required: bool):
@@ -221,10 +251,21 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose complaints are reported like every other failure (one line; JSON with --json), exit 2."""
+
+    def error(self, message: str):
+        usage = " ".join(self.format_usage().split())
+        raise UsageError(f"{message}. {usage[0].upper()}{usage[1:]}")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    parser = argparse.ArgumentParser(prog="kernelhook", description="Hub kernels: inspect, prefetch, lock, cache.")
+    common = _Parser(add_help=False)
+    # SUPPRESS: a command's own --json, when absent, must not undo `kernelhook --json <command>`
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parser = _Parser(prog="kernelhook", description="Hub kernels: inspect, prefetch, lock, cache.")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (also after the command)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name, run, help_text, parent=sub):
@@ -248,7 +289,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all-variants", action="store_true", help="every variant, to fill a cache for other machines")
     command("lock", cmd_lock, "resolve [tool.kernelhook.kernels] into kernelhook.lock").add_argument(
         "--pyproject", metavar="F", help="default: the nearest pyproject.toml")
-    cache = sub.add_parser("cache", help="list, verify or prune the cache").add_subparsers(dest="action", required=True)
+    cache = sub.add_parser("cache", parents=[common], help="list, verify or prune the cache").add_subparsers(
+        dest="action", required=True)
     command("ls", cmd_cache_ls, "what is cached: repo, revisions, commit, variant, size", cache)
     command("verify", cmd_cache_verify, "re-hash every cached file", cache).add_argument(
         "--repair", action="store_true", help="drop damaged entries (fetched again on use)")

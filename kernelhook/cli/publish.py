@@ -32,7 +32,8 @@ def publish(folder: Path, repo_id: str, version: int, repo_type: str = "model") 
     Raises:
         KernelHookError: the folder fails ``kernelhook check`` (nothing is uploaded).
         InvalidKernelName: ``repo_id`` is not ``org/name``.
-        HubError: the Hub refused the upload or could not be reached.
+        HubError: the Hub refused the upload or could not be reached (the message names the folder,
+            the repo and branch, the Hub and the fix).
     """
     name = parse_repo_id(repo_id)  # validates the id before any work
     problems, _ = check_repo(Path(folder), name.repo)
@@ -41,5 +42,11 @@ def publish(folder: Path, repo_id: str, version: int, repo_type: str = "model") 
                               f"nothing was uploaded. Fix: run `kernelhook check {folder}` and mend what it lists.")
     repo = RepoAddress(f"{name.org}/{name.repo}", repo_type)
     branch = f"v{version}"
-    commit = hub.publish_folder(repo, str(folder), branch, f"Publish version {version} of {repo.repo_id}")
+    try:
+        commit = hub.publish_folder(repo, str(folder), branch, f"Publish version {version} of {repo.repo_id}")
+    except hub.HubError as exc:
+        fix = ("unset HF_HUB_OFFLINE: publishing needs the Hub" if hub.offline() else
+               "check HF_ENDPOINT, and that HF_TOKEN is a token with write access to the repo")
+        raise hub.HubError(f"could not publish {folder} to {repo} (branch {branch}) at {hub.endpoint()}: "
+                           f"{hub.explain(exc)}. Nothing was uploaded. Fix: {fix}.", exc.url) from exc
     return Published(repo, branch, commit)

@@ -26,6 +26,7 @@ import time
 from typing import BinaryIO, NamedTuple
 from urllib.parse import quote, urljoin, urlsplit
 
+from .. import settings
 from ..repo import RepoAddress
 from .errors import EntryMissing, HubUnavailable, RepoMissing, error_for_status, translated
 
@@ -36,8 +37,9 @@ LARGE_FILE = 8 * 1024 * 1024  # files at least this big get a progress bar
 _SHA = re.compile(r"[0-9a-f]{40}")
 
 
-RETRIES = int(os.environ.get("KERNELHOOK_RETRIES", "3"))  # tries after the first, for retryable failures
-BACKOFF_S = float(os.environ.get("KERNELHOOK_RETRY_BACKOFF_S", "0.5"))  # doubled at each try
+# Defaults; KERNELHOOK_RETRIES and KERNELHOOK_RETRY_BACKOFF_S override them, read at each call.
+RETRIES = 3  # tries after the first, for retryable failures
+BACKOFF_S = 0.5  # the first pause, doubled at each try
 MAX_WAIT_S = 30.0  # the longest pause, Retry-After included
 # The longest pause for a spent rate limit (429 with `RateLimit: "api";r=0;t=N`): the Hub's
 # windows are 5 minutes, so its t+1 s always fits; only a broken header is cut short.
@@ -49,19 +51,28 @@ def with_retries(what: str, call):
 
     Each pause is what the server asked for (a spent rate limit's reset + 1 s, as huggingface_hub
     waits, capped at MAX_RATE_LIMIT_WAIT_S; else Retry-After, capped at MAX_WAIT_S), or exponential
-    backoff from BACKOFF_S. Returns call()'s result; raises its last HubUnavailable after RETRIES
-    more tries, and any other error at once.
+    backoff from KERNELHOOK_RETRY_BACKOFF_S (default BACKOFF_S).
+
+    Returns:
+        What call() returns.
+
+    Raises:
+        HubError: call()'s last failure after KERNELHOOK_RETRIES (default RETRIES) more tries, or its
+            first one that is not worth retrying.
+        SettingError: KERNELHOOK_RETRIES or KERNELHOOK_RETRY_BACKOFF_S is malformed (before any request).
     """
-    for attempt in range(RETRIES + 1):
+    retries = settings.whole_number("KERNELHOOK_RETRIES", RETRIES)
+    backoff_s = settings.seconds("KERNELHOOK_RETRY_BACKOFF_S", BACKOFF_S, example="0.5")
+    for attempt in range(retries + 1):
         try:
             return call()
         except HubUnavailable as exc:
-            if not exc.retryable or attempt == RETRIES:
+            if not exc.retryable or attempt == retries:
                 raise
             cap = MAX_RATE_LIMIT_WAIT_S if exc.rate_limited else MAX_WAIT_S
-            wait = min(exc.retry_after if exc.retry_after is not None else BACKOFF_S * 2**attempt, cap)
+            wait = min(exc.retry_after if exc.retry_after is not None else backoff_s * 2**attempt, cap)
             logger.warning("kernelhook: %s failed (%s); try %d of %d in %.1f s", what, exc, attempt + 2,
-                           RETRIES + 1, wait)
+                           retries + 1, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
 

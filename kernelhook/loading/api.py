@@ -1,7 +1,7 @@
 """The data path end to end: name -> commit -> variant -> files -> module.
 
 ``get_kernel`` and the import hook both come through ``load_kernel``, so the
-same commit and variant give the very same module object either way.
+same repo, commit and variant give the very same module object either way.
 """
 
 from __future__ import annotations

@@ -18,11 +18,14 @@ import sys
 import time
 from typing import Callable
 
+from .. import settings
+
 logger = logging.getLogger("kernelhook")
 
 _PREFIX = "kernelhook/resolve/"
 _CLAIM = "claim:"
-WAIT_S = float(os.environ.get("KERNELHOOK_DIST_WAIT_S", "300"))  # how long a rank waits for another's answer
+# How long a rank waits for another's answer: the default; KERNELHOOK_DIST_WAIT_S overrides it.
+WAIT_S = 300.0
 
 
 def job_store():
@@ -40,7 +43,16 @@ def job_store():
 
 
 def shared(store, key: str, resolve: Callable[[], dict]) -> dict:
-    """The job-wide answer for key: computed here if this rank claims it first, else read."""
+    """The job-wide answer for key: computed here if this rank claims it first, else read.
+
+    Returns:
+        resolve()'s answer, from this rank or the one that claimed the key.
+
+    Raises:
+        SettingError: KERNELHOOK_DIST_WAIT_S is malformed; read on every rank, so all fail alike.
+        What resolve() raises, on the rank that runs it.
+    """
+    wait_s = settings.seconds("KERNELHOOK_DIST_WAIT_S", WAIT_S, example="300")
     full_key = _PREFIX + key
     me = f"{_CLAIM}{os.getpid()}@{os.uname().nodename}"
     current = store.compare_set(full_key, "", me).decode()
@@ -53,16 +65,16 @@ def shared(store, key: str, resolve: Callable[[], dict]) -> dict:
         store.set(full_key, json.dumps(answer))
         logger.info("kernelhook: resolved %s for the whole job: %s", key, answer.get("commit"))
         return answer
-    return _await(store, full_key, current, resolve)
+    return _await(store, full_key, current, resolve, wait_s)
 
 
-def _await(store, full_key: str, current: str, resolve: Callable[[], dict]) -> dict:
-    deadline = time.monotonic() + WAIT_S
+def _await(store, full_key: str, current: str, resolve: Callable[[], dict], wait_s: float) -> dict:
+    deadline = time.monotonic() + wait_s
     pause = 0.01
     while current.startswith(_CLAIM):
         if time.monotonic() > deadline:
             logger.warning("kernelhook: no answer for %s from %s after %.0f s; resolving on this rank",
-                           full_key, current[len(_CLAIM):], WAIT_S)
+                           full_key, current[len(_CLAIM):], wait_s)
             return resolve()
         time.sleep(pause)
         pause = min(pause * 2, 0.5)

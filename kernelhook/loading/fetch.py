@@ -1,6 +1,7 @@
 """Steps 3 and 4 of the data path: choose the variant, then make its files present.
 
-Only the chosen variant's files are downloaded, one request per file, each
+Only the chosen variant's source and data files are downloaded (bytecode never:
+kernels run from source), one request per file, each
 verified against the Hub's own hash (git blob sha1, or the LFS sha256) before
 it becomes a cache object. Nothing reaches the store unverified, so a warm
 load trusts the store and reads no file twice.
@@ -9,11 +10,10 @@ load trusts the store and reads no file twice.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import NamedTuple
 
-from .. import hub
+from .. import hub, settings
 from ..cache.store import Store, cache_error, check_relative_path
 from ..errors import (
     DownloadError,
@@ -27,12 +27,13 @@ from ..errors import (
 )
 from ..files import hash_stream
 from ..platform import SystemInfo, candidate_patterns, choose_variant, parse_variant, rank_variants
-from ..repo import Resolved, split_build_path
+from ..repo import Resolved, is_bytecode, split_build_path
 
 logger = logging.getLogger("kernelhook")
 
-# A hostile or broken listing could name a file of any size: refuse past this before downloading it.
-MAX_FILE_BYTES = int(os.environ.get("KERNELHOOK_MAX_FILE_BYTES", str(64 * 1024**3)))
+# A hostile or broken listing could name a file of any size: refuse past this before downloading it
+# (the default; KERNELHOOK_MAX_FILE_BYTES overrides it, read before each download).
+MAX_FILE_BYTES = 64 * 1024**3
 
 
 class PlacedVariant(NamedTuple):
@@ -124,16 +125,24 @@ def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
 
 
 def _variant_names(listing: list[hub.ListingEntry]) -> list[str]:
-    return sorted({split[0] for entry in listing if (split := split_build_path(entry.path))})
+    return sorted({split[0] for entry in listing
+                   if not is_bytecode(entry.path) and (split := split_build_path(entry.path))})
 
 
 def _variant_files(listing: list[hub.ListingEntry], variant: str) -> dict[str, hub.ListingEntry]:
-    """{path below the variant folder: entry}, each path refused unless it stays inside the folder."""
+    """{path below the variant folder: entry}, each path refused unless it stays inside the folder.
+
+    Bytecode is left out: it is never downloaded, so it can never be executed instead of the source.
+    """
     files = {}
     for entry in listing:
         split = split_build_path(entry.path)
-        if split is not None and split[0] == variant:
-            files[check_relative_path(split[1])] = entry
+        if split is None or split[0] != variant:
+            continue
+        if is_bytecode(entry.path):
+            logger.debug("%s: bytecode is never fetched; kernels run from source", entry.path)
+            continue
+        files[check_relative_path(split[1])] = entry
     return files
 
 
@@ -156,9 +165,10 @@ def _known_sha256(store: Store, entry: hub.ListingEntry) -> str | None:
 
 def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
     repo, commit = resolved.repo, resolved.commit
-    if entry.size > MAX_FILE_BYTES:
+    limit = settings.byte_count("KERNELHOOK_MAX_FILE_BYTES", MAX_FILE_BYTES)
+    if entry.size > limit:
         raise DownloadError(
-            f"{repo}@{commit[:12]}: {entry.path} is listed at {entry.size} bytes, over the limit of {MAX_FILE_BYTES}; "
+            f"{repo}@{commit[:12]}: {entry.path} is listed at {entry.size} bytes, over the limit of {limit}; "
             f"refused without downloading. Fix: if this kernel is trusted, raise KERNELHOOK_MAX_FILE_BYTES."
         )
     for attempt in (1, 2):  # bytes that do not match may be a passing fault (a proxy, a cut): one more try

@@ -66,7 +66,7 @@ class _AliasLoader:
 
     The import system stamps its own spec onto whatever create_module returns;
     exec_module puts the module's real spec back, so the module keeps naming
-    its content-derived home.
+    its own ``_kernelhook_...`` home.
     """
 
     def __init__(self, module: types.ModuleType | None = None):
@@ -116,8 +116,28 @@ def _submodule_spec(fullname: str):
     parent = sys.modules.get(parent_name)
     if parent is None or not getattr(parent, "__name__", "").startswith(CONTENT_PREFIX):
         return None
-    real = importlib.import_module(f"{parent.__name__}.{child}")
+    real_name = f"{parent.__name__}.{child}"
+    try:
+        real = importlib.import_module(real_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != real_name:  # something the submodule itself imports is missing: its own error
+            raise
+        raise ModuleNotFoundError(_no_submodule(fullname, parent, child), name=fullname) from None
     return _spec(fullname, _AliasLoader(real), is_package=hasattr(real, "__path__"))
+
+
+def _no_submodule(fullname: str, parent: types.ModuleType, child: str) -> str:
+    """The message for a submodule the kernel does not have, in the names the user typed."""
+    import pkgutil
+
+    kernel = sys.modules.get(parent.__name__.split(".")[0])
+    origin = getattr(kernel, "__kernelhook__", None)
+    where = f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else parent.__name__
+    children = sorted(m.name for m in pkgutil.iter_modules(getattr(parent, "__path__", None) or []))
+    has = f"it holds {', '.join(children)}" if children else "it holds no modules"
+    return (f"No module named {fullname!r}: {fullname.rpartition('.')[0]} (the kernel {where}) holds no "
+            f"module {child!r}; {has}. Fix: check the name against the kernel's files.")
+
 
 
 def _drop_empty_org(org: str) -> None:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ..errors import InvalidKernelName, InvalidRevision
 
 ROOT = "kernels_hub"
-# Kernels execute under content-derived names with this prefix (loader.py), never under repo text.
+# Kernels execute under names with this prefix and a digest (loader.py), never under repo text.
 CONTENT_PREFIX = "_kernelhook_"
 
 # Hub org and repo names: letters, digits, '-', '_', '.'; at most 96 characters.
