@@ -53,7 +53,14 @@ from .errors import (
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on use
     from .binding.kernelize import Bound, Kept, KernelizeReport, kernelize, kernelize_report
-    from .binding.layers import LayerRepository, Mode, use_kernel_forward_from_hub
+    from .binding.layers import (
+        KernelizeFallback,
+        Mode,
+        replace_kernel_forward_from_hub,
+        use_kernel_forward_from_hub,
+        use_kernel_func_from_hub,
+        use_kernelized_func,
+    )
     from .binding.mapping import (
         CUDAProperties,
         Device,
@@ -61,6 +68,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
         register_kernel_mapping,
         use_kernel_mapping,
     )
+    from .binding.repositories import FuncRepository, LayerRepository
     from .loading.api import get_kernel
     from .loading.finder import HookHandle, install, uninstall
     from .loading.loader import KernelOrigin, origin
@@ -76,9 +84,14 @@ _LAZY = {
     "Kept": "binding.kernelize",
     "kernelize": "binding.kernelize",
     "kernelize_report": "binding.kernelize",
-    "LayerRepository": "binding.layers",
+    "KernelizeFallback": "binding.layers",
     "Mode": "binding.layers",
+    "replace_kernel_forward_from_hub": "binding.layers",
     "use_kernel_forward_from_hub": "binding.layers",
+    "use_kernel_func_from_hub": "binding.layers",
+    "use_kernelized_func": "binding.layers",
+    "FuncRepository": "binding.repositories",
+    "LayerRepository": "binding.repositories",
     "CUDAProperties": "binding.mapping",
     "Device": "binding.mapping",
     "ROCMProperties": "binding.mapping",
@@ -118,6 +131,7 @@ __all__ = [
     "current_system",
     "Device",
     "DownloadError",
+    "FuncRepository",
     "GatedKernelError",
     "get_kernel",
     "HookHandle",
@@ -132,6 +146,7 @@ __all__ = [
     "kernelize",
     "kernelize_report",
     "KernelizeError",
+    "KernelizeFallback",
     "KernelizeReport",
     "KernelLayerError",
     "KernelLoadError",
@@ -145,6 +160,7 @@ __all__ = [
     "NoCompatibleVariantError",
     "origin",
     "register_kernel_mapping",
+    "replace_kernel_forward_from_hub",
     "RevisionNotFoundError",
     "ROCMProperties",
     "set_system",
@@ -152,5 +168,7 @@ __all__ = [
     "SystemInfo",
     "uninstall",
     "use_kernel_forward_from_hub",
+    "use_kernel_func_from_hub",
     "use_kernel_mapping",
+    "use_kernelized_func",
 ]

@@ -153,6 +153,31 @@ class Renamed(nn.Module):
 '''
 
 
+ROTARY = '''
+import torch
+
+CALLS = []  # one entry per call: tests tell the kernel ran from this
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    CALLS.append(q.shape)
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return {scale} * (q * cos + rotate_half(q) * sin), {scale} * (k * cos + rotate_half(k) * sin)
+
+
+def rotary_without_unsqueeze(q, k, cos, sin):
+    return q, k
+
+
+apply_rotary_pos_emb.has_backward = True
+'''
+
+
 def layer_repo(layers_py: str, variant: str = "torch-universal") -> dict:
     return {f"build/{variant}/__init__.py": "from . import layers\n", f"build/{variant}/layers.py": layers_py}
 
@@ -181,6 +206,10 @@ def publish_layers(hub, examples_dir) -> dict:
     for repo_id, code in repos.items():
         hub.create_repo(repo_id)
         shas[repo_id] = hub.commit(repo_id, layer_repo(code), branch="v1")
+    for repo_id, scale in (("acme/rotary", 1), ("acme/rotary-x2", 2)):
+        hub.create_repo(repo_id)
+        shas[repo_id] = hub.commit(repo_id, {"build/torch-universal/__init__.py": ROTARY.format(scale=scale)},
+                                   branch="v1")
     hub.create_repo("acme/rms-cuda-only")
     hub.commit("acme/rms-cuda-only", layer_repo(rms_layer(), "torch27-cxx11-cu126-x86_64-linux"), branch="v1")
     hub.create_repo("acme/rms-broken")

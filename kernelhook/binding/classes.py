@@ -19,31 +19,25 @@ import copyreg
 import logging
 import pickle
 import threading
-from typing import NamedTuple
 
 from ..errors import KernelImportError, KernelLayerError
-from .layers import LayerRepository, load_layer, validate_layer
+from .layers import load_layer, validate_layer
 
 logger = logging.getLogger("kernelhook")
 
 
-class KernelSpec(NamedTuple):
-    """Where a kernel class's forward comes from, as pickles record it."""
-
-    repo_id: str
-    commit: str
-    layer_name: str
-
-
 _lock = threading.Lock()
 _by_layer: dict[tuple[type, type], type] = {}  # (native class, layer) -> kernel class
-_made: dict[type, tuple[type, KernelSpec]] = {}  # kernel class -> (native class, spec)
-_by_spec: dict[tuple[type, KernelSpec], type] = {}  # for unpickling: (native class, spec) -> kernel class
+_made: dict[type, tuple[type, object]] = {}  # kernel class -> (native class, spec)
+_by_spec: dict[tuple[type, object], type] = {}  # for unpickling: (native class, spec) -> kernel class
 _kernel_forwards: set = set()  # every layer forward a kernel class carries
 
 
-def kernel_class(native: type, layer: type, spec: KernelSpec) -> type:
-    """The subclass of ``native`` whose forward is ``layer.forward`` (made once per pair)."""
+def kernel_class(native: type, layer: type, spec) -> type:
+    """The subclass of ``native`` whose forward is ``layer.forward`` (made once per pair).
+
+    ``spec`` is the repository the layer came from, pinned to its commit: what a pickle records.
+    """
     with _lock:
         made = _by_layer.get((native, layer))
         if made is None:
@@ -82,33 +76,32 @@ def _reduce_ex(self, protocol):
     reduced = super(cls, self).__reduce_ex__(max(protocol, 2))
     if not (isinstance(reduced, tuple) and reduced[0] is copyreg.__newobj__ and reduced[1][0] is cls):
         raise pickle.PicklingError(
-            f"{native.__qualname__} reduces itself in its own way, so its kernel ({spec.repo_id}@{spec.commit[:12]}) "
+            f"{native.__qualname__} reduces itself in its own way, so its kernel ({spec}) "
             f"cannot be carried through pickling or copying. Fix: pickle the model before kernelize, and "
             f"kernelize the loaded one.")
     return (restore_kernelized, (native, spec, reduced[1][1:]), *reduced[2:])
 
 
-def restore_kernelized(native: type, spec: KernelSpec, newargs: tuple = ()):
+def restore_kernelized(native: type, spec, newargs: tuple = ()):
     """Unpickling: a new, empty instance of ``native`` with the kernel of ``spec`` when it can be had."""
     cls = _class_for(native, spec)
     return cls.__new__(cls, *newargs)
 
 
-def _class_for(native: type, spec: KernelSpec) -> type:
+def _class_for(native: type, spec) -> type:
     with _lock:
         made = _by_spec.get((native, spec))
     if made is not None:
         return made
     from ..loading.api import load_kernel  # only unpickling in a fresh process gets here
 
-    repo = LayerRepository(spec.repo_id, spec.layer_name, revision=spec.commit)
     try:
-        layer, kernel = load_layer(repo, load_kernel)
-        unfit = validate_layer(layer, native, repo, kernel)
+        layer, kernel = load_layer(spec, load_kernel)
+        unfit = validate_layer(layer, native, spec, kernel)
     except (KernelImportError, KernelLayerError) as exc:
         unfit = str(exc)
     if unfit:
         logger.warning("kernelhook: a pickled %s had the kernel %s; it runs its own forward now, because %s",
-                       native.__qualname__, repo, unfit)
+                       native.__qualname__, spec, unfit)
         return native
     return kernel_class(native, layer, spec)

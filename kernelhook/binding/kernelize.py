@@ -30,18 +30,28 @@ from ..errors import KernelImportError, KernelizeError, KernelLayerError
 from ..loading.api import load_kernel  # the loader's data path: imported with kernelize, not inside its first call
 from . import classes, mapping, trust
 from .known_layers import layer_name_of, marked_class
-from .layers import FLAGS, MODE_PRIORITY, LayerRepository, Mode, load_layer, validate_layer
+from .layers import (
+    FLAGS,
+    KERNEL_FUNCS,
+    MODE_PRIORITY,
+    KernelizeFallback,
+    Mode,
+    fallback_cases,
+    load_layer,
+    validate_layer,
+)
 
 logger = logging.getLogger("kernelhook")
 
 
 class Bound(NamedTuple):  # tuples: one is made per module, so they must be cheap
-    module: str  # its path in the model, "" for the model itself
-    module_class: str
+    module: str  # its path in the model, "" for the model itself; "<path>.<name>" for a function it holds
+    module_class: str  # the class, or the function's name
     layer_name: str
     repo: str
     commit: str
     variant: str
+    kind: str = "layer"  # or "function" (use_kernelized_func)
 
 
 class Kept(NamedTuple):
@@ -49,6 +59,7 @@ class Kept(NamedTuple):
     module_class: str
     layer_name: str
     reason: str
+    kind: str = "layer"
 
 
 class KernelizeReport:
@@ -102,7 +113,8 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
         mode: ``Mode.INFERENCE`` or ``Mode.TRAINING``, optionally ``| Mode.TORCH_COMPILE``; by default
             the model's own: TRAINING when ``model.training``, else INFERENCE.
         use_fallback: when a kernel cannot be had or does not fit a class, keep the class's own forward
-            and log why; with False, raise KernelizeError instead.
+            and log why; with False, raise KernelizeError instead. A ``KernelizeFallback`` names the
+            cases that fall back (True is ``KernelizeFallback.ALL``, False ``NONE``).
 
     Returns:
         The same model; ``kernelize_report(model)`` says what was bound where and what was kept.
@@ -115,25 +127,38 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
     Nothing of the model has changed when any of these is raised.
     """
     mode = _mode_for(model, mode)
+    fallback = fallback_cases(use_fallback)
     device_type = _device_type(model, device)
     capability = _capability() if device_type in ("cuda", "rocm") else None
     table = mapping.snapshot()
     plans: dict[type, _Plan | None] = {}
     marked = []
-    for path, module in model.named_modules():  # plan and check everything before changing anything
+    for path, module, kind in _candidates(model):  # plan and check everything before changing anything
         cls = classes.native_class(type(module))
         if cls not in plans:
             name = layer_name_of(cls)
-            plans[cls] = None if name is None else _plan(cls, name, device_type, capability, mode, table, use_fallback)
+            plans[cls] = None if name is None else _plan(cls, name, device_type, capability, mode, table, fallback)
         if plans[cls] is not None:
-            marked.append((path, module, plans[cls], _foreign_forward(module, path, use_fallback)))
+            marked.append((path, module, kind, plans[cls], _foreign_forward(module, path, fallback)))
     report = KernelizeReport(device_type, mode)
     debug = logger.isEnabledFor(logging.DEBUG)
-    for path, module, plan, foreign in marked:
-        _bind(module, path, plan, foreign, report, debug)
+    for path, module, kind, plan, foreign in marked:
+        _bind(module, path, kind, plan, foreign, report, debug)
     _log_summary(plans, device_type, mode)
     _reports[model] = report
     return model
+
+
+def _candidates(model):
+    """(path, module, kind) of every submodule, and of every function a submodule holds through
+    ``use_kernelized_func`` (a module standing for the function), each once."""
+    seen = set()
+    for path, module in model.named_modules():
+        yield path, module, "layer"
+        for name, function in (getattr(module, "__dict__", {}).get(KERNEL_FUNCS) or {}).items():
+            if id(function) not in seen:
+                seen.add(id(function))
+                yield f"{path}.{name}" if path else name, function, "function"
 
 
 def _mode_for(model, mode: Mode | None) -> Mode:
@@ -144,40 +169,46 @@ def _mode_for(model, mode: Mode | None) -> Mode:
     return mode
 
 
-def _plan(cls, layer_name, device_type, capability, mode, table, use_fallback) -> _Plan:
+def _plan(cls, layer_name, device_type, capability, mode, table, fallback: KernelizeFallback) -> _Plan:
     plan = _Plan(layer_name, condition=_condition_of(cls))
     owner = marked_class(cls)
     if owner is not None and owner is not cls and cls.forward is not owner.forward:
         reason = (f"{cls.__name__} overrides the forward of {owner.__name__}, the class marked {layer_name!r}; "
                   f"mark {cls.__name__} itself to give it a kernel")
-        return _keep(plan, reason, use_fallback=True, level=logging.INFO)  # its own forward is the user's choice
+        return _keep(plan, reason, KernelizeFallback.ALL, None, logging.INFO)  # its own forward is the user's choice
     selection = mapping.select(table, layer_name, device_type, capability, mode)
-    if isinstance(selection, str):
-        return _keep(plan, selection, use_fallback, logging.INFO)
+    if isinstance(selection, mapping.NoSelection):
+        return _keep(plan, selection.reason, fallback, selection.case, logging.INFO)
     repo = selection.repo
     if selection.offered_by is not None and not trust.is_trusted(repo.repo_id):
         reason = (f"{repo} comes from {selection.offered_by} and its org is not trusted; "
                   f"add it to KERNELHOOK_TRUSTED_ORGS, or register the mapping yourself")
-        return _keep(plan, reason, use_fallback, logging.WARNING)
+        return _keep(plan, reason, fallback, KernelizeFallback.CANNOT_LOAD, logging.WARNING)
     try:
         layer, plan.kernel = load_layer(repo, load_kernel)
     except (KernelImportError, KernelLayerError) as exc:
-        return _keep(plan, f"could not load {repo}: {exc}", use_fallback, logging.WARNING, exc)
+        reason = f"could not load {repo}: {exc}"
+        return _keep(plan, reason, fallback, KernelizeFallback.CANNOT_LOAD, logging.WARNING, exc)
     unfit = validate_layer(layer, cls, repo, plan.kernel)  # a broken layer raises, fallback or not
     if unfit:
         reason = f"{unfit}. Fix: map a layer whose forward matches {cls.__name__}.forward, or no kernel for it"
-        return _keep(plan, reason, use_fallback, logging.WARNING)
+        return _keep(plan, reason, fallback, KernelizeFallback.CANNOT_LOAD, logging.WARNING)
+    _check_registered_mode(layer, layer_name, repo, selection.registered_for)
     unmet = _unmet_flags(layer, mode)
     if unmet:
-        return _keep(plan, f"{repo} {unmet}, needed for {mode}", use_fallback, logging.INFO)
-    plan.kernel_class = classes.kernel_class(cls, layer, _restore_spec(repo, plan.kernel))
+        return _keep(plan, f"{repo} {unmet}, needed for {mode}", fallback, KernelizeFallback.NO_COMPATIBLE_MODE,
+                     logging.INFO)
+    plan.kernel_class = classes.kernel_class(cls, layer, repo.pinned(plan.kernel.__kernelhook__.commit))
     return plan
 
 
-def _restore_spec(repo: LayerRepository, kernel: ModuleType) -> classes.KernelSpec:
-    """How an unpickled module finds its kernel again: the same commit, through the cache."""
-    origin = kernel.__kernelhook__
-    return classes.KernelSpec(origin.repo_id, origin.commit, repo.layer_name)
+def _check_registered_mode(layer: type, layer_name: str, repo, registered_for: Mode) -> None:
+    """A mapping that registers a layer for a mode it cannot serve is a mistake in the mapping (the
+    ``kernels`` package raises too), whatever mode kernelize runs in."""
+    unmet = _unmet_flags(layer, registered_for)
+    if unmet:
+        raise KernelLayerError(f"{repo} is registered for {layer_name!r} in {registered_for}, but it {unmet}. Fix: "
+                               f"register it for a mode it serves (Mode.INFERENCE, or Mode.FALLBACK), or fix the layer.")
 
 
 def _condition_of(cls):
@@ -195,9 +226,11 @@ def _unmet_flags(layer: type, mode: Mode) -> str | None:
     return None
 
 
-def _keep(plan: _Plan, reason: str, use_fallback: bool, level: int, cause: Exception | None = None) -> _Plan:
-    if not use_fallback:
-        raise KernelizeError(f"kernelize: layer {plan.layer_name!r}: {reason}. (use_fallback=False)") from cause
+def _keep(plan: _Plan, reason: str, fallback: KernelizeFallback, case: KernelizeFallback | None, level: int,
+          cause: Exception | None = None) -> _Plan:
+    """Keep the class's forward for this reason, or raise KernelizeError when ``case`` is not one that falls back."""
+    if case is not None and case not in fallback:
+        raise KernelizeError(f"kernelize: layer {plan.layer_name!r}: {reason}. (use_fallback={fallback!r})") from cause
     plan.reason = reason
     logger.log(level, "kernelize: %s keeps its own forward: %s", plan.layer_name, reason)
     return plan
@@ -206,7 +239,7 @@ def _keep(plan: _Plan, reason: str, use_fallback: bool, level: int, cause: Excep
 # -- instance-level forwards: whose are they? ---------------------------------------------------------
 
 
-def _foreign_forward(module, path: str, use_fallback: bool) -> str | None:
+def _foreign_forward(module, path: str, fallback: KernelizeFallback) -> str | None:
     """Why this module's own forward must stay (someone else set it on the instance), or None.
 
     kernelize's own binding lives in the class; an instance ``forward`` is either accelerate's hook
@@ -223,7 +256,7 @@ def _foreign_forward(module, path: str, use_fallback: bool) -> str | None:
     reason = (f"its instance has a forward kernelize did not set ({what}); it stays, so the class's and any "
               f"kernel's forward would not run. Fix: delete it (del module.forward) before kernelize, or wrap "
               f"with forward hooks instead")
-    if not use_fallback:
+    if fallback is KernelizeFallback.NONE:
         raise KernelizeError(f"kernelize: module {path or '<model>'} ({type(module).__name__}): {reason}. "
                              f"(use_fallback=False)")
     logger.warning("kernelize: %s (%s) keeps its own forward: %s", path or "<model>", type(module).__name__, reason)
@@ -246,7 +279,8 @@ def _is_class_forward(forward, module) -> bool:
 # -- binding ----------------------------------------------------------------------------------------------
 
 
-def _bind(module, path: str, plan: _Plan, foreign: str | None, report: KernelizeReport, debug: bool) -> None:
+def _bind(module, path: str, kind: str, plan: _Plan, foreign: str | None, report: KernelizeReport,
+          debug: bool) -> None:
     native = classes.native_class(type(module))
     plan.modules += 1
     chosen = plan.kernel_class
@@ -257,10 +291,11 @@ def _bind(module, path: str, plan: _Plan, foreign: str | None, report: Kernelize
         chosen, reason = None, "its class's kernel_condition said no"
     _set_class(module, chosen or native)
     if chosen is None:
-        report.kept.append(Kept(path, native.__name__, plan.layer_name, reason))
+        report.kept.append(Kept(path, native.__name__, plan.layer_name, reason, kind))
         return
     origin = plan.kernel.__kernelhook__
-    report.bound.append(Bound(path, native.__name__, plan.layer_name, origin.repo_id, origin.commit, origin.variant))
+    report.bound.append(Bound(path, native.__name__, plan.layer_name, origin.repo_id, origin.commit, origin.variant,
+                              kind))
     if debug:
         logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", native.__name__,
                      plan.layer_name, origin.repo_id, origin.commit[:12])

@@ -1,5 +1,6 @@
-"""Kernel layers: where a layer comes from (LayerRepository), when it may be used (Mode),
-how model code marks a class (use_kernel_forward_from_hub), and what a layer must be.
+"""Kernel layers: when one may be used (Mode, KernelizeFallback), how model code marks a class or a
+function for one (use_kernel_forward_from_hub, use_kernel_func_from_hub, use_kernelized_func), and
+what a layer must be. Where a layer comes from is repositories.py.
 
 A kernel layer lends one thing, its ``forward``, to modules of another class; it
 must not bring state of its own. So a layer class is accepted only when it has
@@ -11,13 +12,14 @@ parameters match the one it replaces.
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
-import re
 import threading
 from types import ModuleType
+from typing import Callable
 
-from ..errors import InvalidKernelName, KernelLayerError
-from ..loading.names import KernelName, parse_repo_id
+from ..errors import KernelLayerError
+from .repositories import describe, function_module_class
 
 FLAGS = ("has_backward", "can_torch_compile")
 
@@ -55,82 +57,120 @@ MODE_PRIORITY = {
     Mode.TRAINING | Mode.TORCH_COMPILE: (Mode.TRAINING | Mode.TORCH_COMPILE, Mode.FALLBACK),
 }
 
-_SHORT_FORM = re.compile(r"(?P<repo>[^@:\s]+/[^@:\s]+)(?:@(?P<rev>[^:\s]+))?:(?P<layer>[A-Za-z_][A-Za-z0-9_]*)")
+class KernelizeFallback(enum.Flag):
+    """The cases in which kernelize keeps a module's own forward instead of raising (the ``kernels``
+    package's flag). ``use_fallback=True`` is ALL: kernelhook also keeps the forward when a kernel
+    cannot be loaded; ``use_fallback=False`` is NONE.
 
-
-class LayerRepository:
-    """A layer class in a Hub kernel repo: ``LayerRepository("kernels-ext-npu/RMSNorm", "RMSNorm", version=1)``.
-
-    The short form ``"org/repo[@rev]:Layer"`` is accepted wherever a repository is expected.
-    Bad input fails here, when the repository is made: InvalidKernelName, InvalidRevision.
+    NO_LAYER: nothing is mapped for the layer name. NO_DEVICE: nothing for the device.
+    NO_COMPATIBLE_PROPERTIES: nothing for the GPU's capability. NO_COMPATIBLE_MODE: nothing for the mode,
+    or the kernel lacks backward or torch.compile support for it. CANNOT_LOAD: the kernel cannot be had,
+    is not trusted, or does not fit the class it would replace.
     """
 
-    __slots__ = ("repo_id", "layer_name", "revision", "version", "_name")
-
-    def __init__(self, repo_id: str, layer_name: str, revision: str | None = None, version: int | None = None):
-        self._name: KernelName = parse_repo_id(repo_id, revision, version)  # bad input fails here, early
-        if not isinstance(layer_name, str) or not layer_name.isidentifier():
-            raise InvalidKernelName(f"{layer_name!r} is not a layer name (a Python identifier such as 'RMSNorm').")
-        self.repo_id, self.layer_name, self.revision, self.version = repo_id, layer_name, revision, version
-
-    @classmethod
-    def parse(cls, text: str) -> "LayerRepository":
-        match = _SHORT_FORM.fullmatch(text.strip()) if isinstance(text, str) else None
-        if match is None:
-            raise InvalidKernelName(
-                f"{text!r} is not a layer repository: write 'org/repo:Layer' or 'org/repo@revision:Layer', "
-                f"e.g. 'kernels-ext-npu/RMSNorm@v1:RMSNorm'."
-            )
-        return cls(match["repo"], match["layer"], revision=match["rev"])
-
-    @classmethod
-    def coerce(cls, value) -> "LayerRepository":
-        if isinstance(value, LayerRepository):
-            return value
-        if isinstance(value, str):
-            return cls.parse(value)
-        raise TypeError(f"expected a LayerRepository or 'org/repo[@rev]:Layer', got {value!r}")
-
-    @property
-    def kernel_name(self) -> KernelName:
-        return self._name
-
-    def _key(self):
-        return (self.repo_id, self.layer_name, self._name.revision)
-
-    def __eq__(self, other):
-        return isinstance(other, LayerRepository) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return f"LayerRepository({str(self)!r})"
-
-    def __str__(self) -> str:
-        revision = f"@{self._name.revision}" if self._name.revision else ""
-        return f"{self.repo_id}{revision}:{self.layer_name}"
+    NONE = 0
+    NO_LAYER = enum.auto()
+    NO_DEVICE = enum.auto()
+    NO_COMPATIBLE_PROPERTIES = enum.auto()
+    NO_COMPATIBLE_MODE = enum.auto()
+    CANNOT_LOAD = enum.auto()
+    DEFAULT = NO_LAYER | NO_DEVICE | NO_COMPATIBLE_PROPERTIES | NO_COMPATIBLE_MODE
+    ALL = DEFAULT | CANNOT_LOAD
 
 
-def use_kernel_forward_from_hub(layer_name: str):
-    """Class decorator: kernelize may replace this class's forward with the layer ``layer_name``.
-
-    It only marks the class (``kernel_layer_name``); nothing else about it changes.
-
-    Returns:
-        The decorator, which returns the class itself.
+def fallback_cases(use_fallback) -> KernelizeFallback:
+    """``use_fallback`` as flags: True is ALL, False is NONE, flags are themselves.
 
     Raises:
-        TypeError: ``layer_name`` is not a non-empty string.
+        TypeError: anything else.
+    """
+    if isinstance(use_fallback, KernelizeFallback):
+        return use_fallback
+    if isinstance(use_fallback, bool):
+        return KernelizeFallback.ALL if use_fallback else KernelizeFallback.NONE
+    raise TypeError(f"use_fallback must be True, False or a KernelizeFallback, got {use_fallback!r}")
+
+
+def use_kernel_forward_from_hub(layer_name: str, condition: Callable | None = None):
+    """Mark a class (or a function) so that kernelize may give it the forward of the layer ``layer_name``.
+
+    On a class, it only marks it (``kernel_layer_name``, and ``kernel_condition`` when a condition is
+    given: a callable of the module that may say no per instance); the class is returned unchanged.
+    On a function, as in the ``kernels`` package, the function becomes an ``nn.Module`` instance that
+    calls like the function and that kernelize can rebind, once a module class names it with
+    ``use_kernelized_func``.
+
+    Returns:
+        The decorator, which returns the class, or the module standing for the function.
+
+    Raises:
+        TypeError: ``layer_name`` is not a non-empty string, or the decorated object is neither a
+            class nor a function.
     """
     if not isinstance(layer_name, str) or not layer_name:
         raise TypeError(f"use_kernel_forward_from_hub needs a layer name, got {layer_name!r}")
 
-    def mark(cls):
-        cls.kernel_layer_name = layer_name
-        return cls
+    def mark(target):
+        if inspect.isclass(target):
+            replace_kernel_forward_from_hub(target, layer_name, condition)
+            return target
+        if inspect.isfunction(target) or inspect.isbuiltin(target):
+            cls = function_module_class(target)
+            replace_kernel_forward_from_hub(cls, layer_name, condition)
+            return cls()
+        raise TypeError(f"use_kernel_forward_from_hub({layer_name!r}) marks classes and functions, not {target!r}")
 
     return mark
+
+
+def use_kernel_func_from_hub(func_name: str):
+    """Mark a function so that kernelize may replace it with the function mapped as ``func_name``.
+
+    The function becomes an ``nn.Module`` instance that still calls like the function (the
+    ``kernels`` package's convention); a module class makes it visible to kernelize with
+    ``use_kernelized_func``. Raises TypeError as ``use_kernel_forward_from_hub`` does.
+    """
+    return use_kernel_forward_from_hub(func_name)
+
+
+def replace_kernel_forward_from_hub(cls: type, layer_name: str, condition: Callable | None = None) -> None:
+    """Mark an existing class (a third party's, say) as ``use_kernel_forward_from_hub`` would."""
+    cls.kernel_layer_name = layer_name
+    if condition is not None:
+        # a staticmethod, so that reading it through an instance does not bind the module to it
+        cls.kernel_condition = staticmethod(condition)
+
+
+def use_kernelized_func(*functions):
+    """Class decorator: every instance holds ``functions`` (marked with ``use_kernel_func_from_hub``)
+    where kernelize finds them, not as submodules (``module._kernel_funcs``, as the ``kernels``
+    package keeps them), so kernelize rebinds them along with the model.
+
+    Raises:
+        ValueError: a function is not marked.
+    """
+    for function in functions:
+        if not isinstance(getattr(function, "kernel_layer_name", None), str):
+            raise ValueError(f"{getattr(function, '__name__', function)!r} is not marked with use_kernel_func_from_hub "
+                             f"or use_kernel_forward_from_hub, so use_kernelized_func cannot offer it to kernelize")
+
+    def attach(cls):
+        own_init = cls.__init__
+
+        @functools.wraps(own_init)
+        def __init__(self, *args, **kwargs):
+            own_init(self, *args, **kwargs)
+            held = self.__dict__.setdefault(KERNEL_FUNCS, {})
+            for function in functions:
+                held[function.kernel_layer_name] = function
+
+        cls.__init__ = __init__
+        return cls
+
+    return attach
+
+
+KERNEL_FUNCS = "_kernel_funcs"  # where use_kernelized_func leaves an instance's functions (the kernels package's name)
 
 
 _layers_lock = threading.Lock()
@@ -144,29 +184,27 @@ def forget_loaded_layers() -> None:
         _layers.clear()
 
 
-def load_layer(repo: LayerRepository, load_kernel) -> tuple[type, ModuleType]:
-    """The layer class and its kernel module; memoised per process (one resolve per repository).
+def load_layer(repo, load_kernel) -> tuple[type, ModuleType]:
+    """The layer class a repository names and its kernel module; memoised per process (one resolve
+    per repository).
 
     Raises:
         KernelImportError: the kernel cannot be loaded (any of the loading path's errors).
-        KernelLayerError: the kernel has no ``layers`` submodule, or no such class in it.
+        KernelLayerError: the kernel has no such layer class (or function).
     """
+    key = repo.key()
     with _layers_lock:
-        found = _layers.get(repo._key())
+        found = _layers.get(key)
     if found is not None:
         return found
-    module = load_kernel(repo.kernel_name)
-    layers = getattr(module, "layers", None)
-    layer = getattr(layers, repo.layer_name, None)
-    if not isinstance(layer, type):
-        where = "has no layers submodule" if layers is None else f"has no class {repo.layer_name} in its layers"
-        raise KernelLayerError(f"{_describe(repo, module)} {where}. Fix: check the layer name in the mapping.")
+    module = repo.module(load_kernel)
+    layer = repo.layer_in(module)
     with _layers_lock:
-        _layers[repo._key()] = (layer, module)
+        _layers[key] = (layer, module)
     return layer, module
 
 
-def validate_layer(layer: type, replaced: type, repo: LayerRepository, module: ModuleType) -> str | None:
+def validate_layer(layer: type, replaced: type, repo, module: ModuleType) -> str | None:
     """Check a layer against the class whose forward it would replace.
 
     Returns:
@@ -179,7 +217,7 @@ def validate_layer(layer: type, replaced: type, repo: LayerRepository, module: M
         KernelLayerError: the layer breaks a rule of its own (state, members, flags), or cannot take
             the arguments every caller passes (fewer or other kinds of parameters).
     """
-    where = f"layer {layer.__name__} from {_describe(repo, module)}"
+    where = f"layer {layer.__name__} from {describe(repo, module)}"
     problem = layer_problem(layer)
     if problem:
         raise KernelLayerError(f"{where} {problem}.")
@@ -234,8 +272,3 @@ def _signature_problems(new: inspect.Signature, old: inspect.Signature) -> tuple
 def _optional(param: inspect.Parameter) -> bool:
     return param.default is not inspect.Parameter.empty or param.kind in (
         inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-
-
-def _describe(repo: LayerRepository, module: ModuleType) -> str:
-    origin = getattr(module, "__kernelhook__", None)
-    return f"{repo.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else str(repo)

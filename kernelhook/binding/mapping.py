@@ -28,7 +28,9 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .layers import MODE_PRIORITY, LayerRepository, Mode
+from . import repositories
+from .layers import MODE_PRIORITY, KernelizeFallback, Mode
+from .repositories import LayerRepository
 
 DEVICE_TYPES = ("cuda", "rocm", "npu", "xpu", "mps", "cpu")
 _CAPABILITY_DEVICES = ("cuda", "rocm")
@@ -69,7 +71,7 @@ class Device:
 class Entry(NamedTuple):
     """One mapped repository and who registered it."""
 
-    repo: LayerRepository
+    repo: object  # a repository (repositories.py)
     offered_by: str | None = None  # None: the user; else the library that offered it ("kernelhook's defaults")
 
 
@@ -163,27 +165,37 @@ def snapshot() -> Table:
 
 
 class Selection(NamedTuple):
-    repo: LayerRepository
+    repo: object  # a repository (repositories.py)
     registered_for: Mode
     offered_by: str | None  # None: the user's registration
 
 
-def select(table: Table, layer_name: str, device: str, capability: int | None, mode: Mode) -> Selection | str:
+class NoSelection(NamedTuple):
+    """Why nothing is mapped, and which fallback case (KernelizeFallback) that is."""
+
+    reason: str
+    case: KernelizeFallback
+
+
+def select(table: Table, layer_name: str, device: str, capability: int | None, mode: Mode) -> Selection | NoSelection:
     """The repository for a layer on a device in a mode, or why there is none."""
     per_device = table.get(layer_name)
     if per_device is None:
-        return f"no mapping for the layer name {layer_name!r}"
+        return NoSelection(f"no mapping for the layer name {layer_name!r}", KernelizeFallback.NO_LAYER)
     ranges = per_device.get(device)
     if not ranges:
-        return f"no mapping for {layer_name!r} on {device} (mapped on: {', '.join(sorted(per_device)) or 'nothing'})"
+        mapped = ", ".join(sorted(per_device)) or "nothing"
+        return NoSelection(f"no mapping for {layer_name!r} on {device} (mapped on: {mapped})", KernelizeFallback.NO_DEVICE)
     modes = _narrowest(ranges, capability)
     if modes is None:
-        return f"no mapping for {layer_name!r} on {device} covers compute capability {capability}"
+        return NoSelection(f"no mapping for {layer_name!r} on {device} covers compute capability {capability}",
+                           KernelizeFallback.NO_COMPATIBLE_PROPERTIES)
     for wanted in MODE_PRIORITY[mode]:
         if wanted in modes:
             entry = modes[wanted]
             return Selection(entry.repo, wanted, entry.offered_by)
-    return f"no mapping for {layer_name!r} on {device} serves {mode} (registered: {_mode_names(modes)})"
+    return NoSelection(f"no mapping for {layer_name!r} on {device} serves {mode} (registered: {_mode_names(modes)})",
+                       KernelizeFallback.NO_COMPATIBLE_MODE)
 
 
 def _narrowest(ranges: dict, capability: int | None) -> dict | None:
@@ -210,12 +222,12 @@ def _entries(mapping: dict) -> list[tuple[str, Device, dict[Mode, LayerRepositor
 
 def _modes(layer_name: str, value) -> dict[Mode, LayerRepository]:
     if not isinstance(value, dict):
-        return {Mode.FALLBACK: LayerRepository.coerce(value)}
+        return {Mode.FALLBACK: repositories.coerce(value)}
     modes = {}
     for mode, repo in value.items():
         if not isinstance(mode, Mode) or (mode not in MODE_PRIORITY and mode is not Mode.FALLBACK):
             raise ValueError(f"mapping for {layer_name!r}: {mode!r} is not a mode kernelize uses")
-        modes[mode] = LayerRepository.coerce(repo)
+        modes[mode] = repositories.coerce(repo)
     return modes
 
 
