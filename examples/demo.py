@@ -1,11 +1,12 @@
 """kernelhook's main job, end to end, with no internet.
 
-1. Publishes the kernel repo under examples/kernels/ with `kernelhook publish` to a
-   Hub-compatible server on 127.0.0.1 (real git history: the branch v1).
+1. Publishes the kernel repos under examples/kernels/ (RMSNorm, a layer; rotary, a function)
+   with `kernelhook publish` to a Hub-compatible server on 127.0.0.1 (real git history: the branch v1).
 2. Imports `kernels_hub.kernels_ext_npu.RMSNorm` through the import hook.
 3. Prints what it loaded: repo, commit, build variant, module name, cache folder,
    and checks the kernel against plain PyTorch.
-4. Imports it again, pinned to that commit, in a fresh interpreter: zero requests.
+4. Imports it again, pinned to that commit, in a fresh interpreter: zero requests; loads the
+   rotary function kernel and checks it against transformers' own apply_rotary_pos_emb.
 5. Builds a tiny Qwen3 from a config (transformers, no weights download), kernelizes it
    for the best device present (npu, then cuda, then cpu), checks the logits against the
    unkernelized model and prints what was bound where, with time per forward before and after.
@@ -24,9 +25,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO_ID = "kernels-ext-npu/RMSNorm"
+ROTARY_ID = "kernels-ext-npu/rotary"
 
 
-def publish() -> str:
+def publish(folder: str, repo_id: str) -> str:
     """`kernelhook publish`, as a kernel author runs it: check, then upload to the branch v1."""
     import contextlib
     import io
@@ -35,7 +37,7 @@ def publish() -> str:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = kernelhook_cli(["publish", str(HERE / "kernels" / "RMSNorm"), "--repo", REPO_ID, "--version", "1"])
+        code = kernelhook_cli(["publish", str(HERE / "kernels" / folder), "--repo", repo_id, "--version", "1"])
     if code != 0:
         raise SystemExit("kernelhook publish failed")
     return out.getvalue().strip()
@@ -52,9 +54,12 @@ def main() -> int:
         cache = args.cache or os.path.join(work, "cache")
         with LocalHub(os.path.join(work, "hub")) as hub:
             os.environ.update(HF_ENDPOINT=hub.url, KERNELHOOK_CACHE=cache, HF_HOME=os.path.join(work, "hf-home"))
-            commit = publish()
+            commit = publish("RMSNorm", REPO_ID)
             print(f"kernelhook publish examples/kernels/RMSNorm --repo {REPO_ID} --version 1\n"
                   f"  -> local Hub at {hub.url}, branch v1 at {commit}")
+            rotary_commit = publish("rotary", ROTARY_ID)
+            print(f"kernelhook publish examples/kernels/rotary --repo {ROTARY_ID} --version 1\n"
+                  f"  -> branch v1 at {rotary_commit}")
 
             hub.clear_requests()
             import kernels_hub.kernels_ext_npu.RMSNorm  # noqa: F401  (the import hook at work)
@@ -82,6 +87,7 @@ def main() -> int:
                 return 1
             print(f"\nFresh interpreter, pinned @{commit[:12]}: {warm.stdout.strip()} "
                   f"({len(hub.requests)} HTTP requests, warm)")
+            check_rotary()
             return kernelize_qwen3()
 
 
@@ -150,6 +156,25 @@ def check_numerics(rms) -> None:
     print(f"  check     rms_norm matches plain PyTorch (max abs error {error:.1e})")
     if error > 1e-5:
         raise SystemExit("the kernel's output does not match PyTorch")
+
+
+def check_rotary() -> None:
+    """The function kernel computes what transformers' own rotary function computes."""
+    import torch
+    from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+
+    import kernelhook
+
+    rotary = kernelhook.get_kernel(ROTARY_ID, version=1)
+    origin = kernelhook.origin(rotary)
+    torch.manual_seed(0)
+    q, k, cos, sin = torch.randn(2, 4, 16, 64), torch.randn(2, 2, 16, 64), torch.randn(2, 16, 64), torch.randn(2, 16, 64)
+    error = max((mine - theirs).abs().max().item()
+                for mine, theirs in zip(rotary.apply_rotary_pos_emb(q, k, cos, sin), apply_rotary_pos_emb(q, k, cos, sin)))
+    print(f"\nkernelhook.get_kernel({ROTARY_ID!r}, version=1): {origin.repo_id}@{origin.commit[:12]} [{origin.variant}]")
+    print(f"  check     apply_rotary_pos_emb matches transformers' (max abs error {error:.1e})")
+    if error > 1e-5:
+        raise SystemExit("the rotary kernel's output does not match transformers'")
 
 
 if __name__ == "__main__":

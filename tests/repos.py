@@ -6,6 +6,7 @@ each says which variant and version it is, so a test can tell what it got.
 
 import json
 
+ROTARY_EXAMPLE = "kernels-ext-npu/rotary"  # examples/kernels/rotary: a function kernel, flat layout with metadata.json
 SEED = "kernels-ext-npu/RMSNorm"  # model repo, package-folder layout: build/<variant>/RMSNorm/__init__.py
 RELU = "kernels-community/relu"  # kernel repo, the newer layout: build/<variant>/__init__.py + metadata.json
 SEED_VARIANTS = (
@@ -195,6 +196,8 @@ def publish_layers(hub, examples_dir) -> dict:
     hub.create_repo(SEED)
     shas["seed"] = hub.commit_dir(SEED, examples_dir / "kernels" / "RMSNorm", branch="v1")
     hub.set_branch(SEED, "main", shas["seed"])
+    hub.create_repo(ROTARY_EXAMPLE)
+    shas["rotary"] = hub.commit_dir(ROTARY_EXAMPLE, examples_dir / "kernels" / "rotary", branch="v1")
     repos = {
         "acme/rms": rms_layer(),
         "acme/rms-x2": rms_layer(scale=2.0),

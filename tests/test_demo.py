@@ -15,3 +15,4 @@ def test_the_demo_loads_through_the_hook_and_kernelizes_a_qwen3():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(0 HTTP requests, warm)" in result.stdout
     assert "9 modules bound" in result.stdout and "logits max abs difference 0.0e+00" in result.stdout
+    assert "apply_rotary_pos_emb matches transformers' (max abs error 0.0e+00)" in result.stdout

@@ -167,3 +167,23 @@ def test_a_layer_registered_for_training_without_backward_is_a_mapping_error(ken
         with pytest.raises(KernelLayerError, match="registered for 'RMSNorm' in Mode.TRAINING, but it has no backward"):
             kernelize(model, device="cpu", mode=Mode.INFERENCE)  # even where inference would take it
     assert all(runs_its_own(n) for n in norms(model))
+
+
+# -- the example function kernel (examples/kernels/rotary) -----------------------------------------------
+
+
+def test_the_example_rotary_kernel_computes_what_transformers_computes(kenv):
+    transformers_rotary = pytest.importorskip("transformers.models.qwen3.modeling_qwen3").apply_rotary_pos_emb
+    model = Attention()
+    hidden, cos, sin = inputs()
+    expected = model(hidden, cos, sin)
+    with use_kernel_mapping({"rotary_pos_emb": {"cpu": FuncRepository("kernels-ext-npu/rotary",
+                                                                      func_name="apply_rotary_pos_emb", version=1)}}):
+        kernelize(model, device="cpu")
+    bound = kernelize_report(model).bound
+    assert [(b.repo, b.variant, b.kind) for b in bound] == [("kernels-ext-npu/rotary", "torch-universal", "function")]
+    torch.testing.assert_close(model(hidden, cos, sin), expected)
+    q = k = torch.randn(2, 4, 3, 8)
+    kernel = sys.modules[type(apply_rotary_pos_emb).forward.__module__]
+    for mine, theirs in zip(kernel.apply_rotary_pos_emb(q, k, cos, sin), transformers_rotary(q, k, cos, sin)):
+        torch.testing.assert_close(mine, theirs)

@@ -162,6 +162,13 @@ def copy_example(tmp_path):
     return shutil.copytree(RMSNORM, tmp_path / "RMSNorm", ignore=shutil.ignore_patterns("__pycache__"))
 
 
+def test_check_passes_a_function_kernel_in_the_flat_layout():
+    code, text, _ = run("check", str(RMSNORM.parent / "rotary"))
+    assert code == 0 and text.splitlines()[-1] == "ok: ready to publish"
+    assert "torch-universal: imported; layers none; functions rotate_half, apply_rotary_pos_emb" in text
+    assert "torch213-cxx11-cann90-x86_64-linux: static (torch_npu is not importable here)" in text
+
+
 def test_check_passes_the_example_in_both_forms():
     code, text, _ = run("check", str(RMSNORM))
     assert code == 0 and text.splitlines()[-1] == "ok: ready to publish"
@@ -180,6 +187,13 @@ def bad_variant_name(root):
 def variant_without_package(root):
     (root / "build" / "torch-universal" / "RMSNorm" / "__init__.py").unlink()
     return "build/torch-universal", "exactly one package folder (found: none)"
+
+
+def variant_without_layers_or_functions(root):
+    package = root / "build" / "torch-universal" / "RMSNorm"
+    (package / "layers.py").unlink()
+    (package / "__init__.py").write_text("VERSION = '1.0'\n")  # nothing kernelize could take
+    return "build/torch-universal/RMSNorm", "no layers.py and no public function"
 
 
 def malformed_metadata(root):
@@ -201,7 +215,7 @@ def static_layer_with_extra_method(root):
 
 
 @pytest.mark.parametrize("breakage", [bad_variant_name, variant_without_package, malformed_metadata,
-                                      static_layer_with_extra_method])
+                                      static_layer_with_extra_method, variant_without_layers_or_functions])
 def test_check_names_the_file_and_the_rule(tmp_path, breakage):
     root = copy_example(tmp_path)
     where, rule = breakage(root)

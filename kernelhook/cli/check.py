@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import json
 import uuid
 from pathlib import Path
@@ -41,6 +42,7 @@ class VariantResult(NamedTuple):
     variant: str
     how: str  # "imported" or "static (<why>)"
     layers: tuple[str, ...]
+    functions: tuple[str, ...] = ()  # public functions of the package (a function kernel's FuncRepository names)
 
 
 def check_repo(root: Path, repo_name: str | None = None) -> tuple[list[Problem], list[VariantResult]]:
@@ -83,16 +85,18 @@ def _check_variant(root: Path, folder: Path, repo_name: str, problems: list[Prob
         problems.append(Problem(_rel(root, folder), str(exc)))
         return None
     layers_py = package / "layers.py"
-    if not layers_py.is_file():
-        problems.append(Problem(_rel(root, package), "no layers.py: kernelize takes layer classes from it"))
-        return None
     try:
-        names = _check_imported(root, package, problems)
+        names, functions = _check_imported(root, package, problems)
         how = "imported"
     except ImportError as exc:  # a dependency this machine lacks: read the source instead
-        names = _check_static(root, layers_py, problems)
+        names = _check_static(root, layers_py, problems) if layers_py.is_file() else []
+        functions = _public_functions_static(root, package / "__init__.py", problems)
         how = f"static ({exc.name or exc} is not importable here)"
-    return VariantResult(folder.name, how, tuple(names))
+    if not layers_py.is_file() and not functions:
+        problems.append(Problem(_rel(root, package), "no layers.py and no public function: kernelize takes layer "
+                                                     "classes from layers.py, and function kernels from the package"))
+        return None
+    return VariantResult(folder.name, how, tuple(names), tuple(functions))
 
 
 def _check_metadata(root: Path, path: Path, problems: list[Problem]) -> None:
@@ -114,29 +118,51 @@ def _check_metadata(root: Path, path: Path, problems: list[Problem]) -> None:
         problems.append(Problem(_rel(root, path), "'python-depends' must list package names"))
 
 
-def _check_imported(root: Path, package: Path, problems: list[Problem]) -> list[str]:
-    """Import the package as the loader would and check its layer classes.
+def _check_imported(root: Path, package: Path, problems: list[Problem]) -> tuple[list[str], list[str]]:
+    """Import the package as the loader would; check its layer classes, list its public functions.
 
     Raises ImportError when the package needs what this machine lacks (torch_npu, triton...).
     """
     name = f"{CONTENT_PREFIX}check_{uuid.uuid4().hex}"
     try:
-        execute_package(name, package)
-        layers = importlib.import_module(f"{name}.layers")
+        module = execute_package(name, package)
+        layers = importlib.import_module(f"{name}.layers") if (package / "layers.py").is_file() else None
     except Exception as exc:
         cause = (exc.__cause__ or exc) if isinstance(exc, KernelLoadError) else exc
         if isinstance(cause, ImportError):
             raise cause from None
         problems.append(Problem(_rel(root, package / "__init__.py"), f"raises on import: {type(cause).__name__}: {cause}"))
-        return []
+        return [], []
     finally:
         forget(name)
+    functions = [n for n, v in vars(module).items()
+                 if inspect.isfunction(v) and not n.startswith("_") and v.__module__ == module.__name__]
+    for function in functions:
+        for flag in FLAGS:
+            value = getattr(vars(module)[function], flag, True)
+            if not isinstance(value, bool):
+                problems.append(Problem(_rel(root, package / "__init__.py"),
+                                        f"function {function} sets {flag} to {value!r}: it must be True or False"))
+    if layers is None:
+        return [], functions
     classes = [v for v in vars(layers).values() if isinstance(v, type) and v.__module__ == layers.__name__]
     for layer in classes:
         problem = layer_problem(layer)
         if problem:
             problems.append(Problem(_rel(root, package / "layers.py"), f"layer {layer.__name__} {problem}"))
-    return [layer.__name__ for layer in classes]
+    return [layer.__name__ for layer in classes], functions
+
+
+def _public_functions_static(root: Path, init_py: Path, problems: list[Problem]) -> list[str]:
+    """The public functions an ``__init__.py`` defines, read from its source."""
+    try:
+        tree = ast.parse(init_py.read_text(encoding="utf-8"), filename=str(init_py))
+    except SyntaxError as exc:
+        problems.append(Problem(f"{_rel(root, init_py)}:{exc.lineno}", f"syntax error: {exc.msg}"))
+        return []
+    except OSError:
+        return []
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
 
 
 def _check_static(root: Path, layers_py: Path, problems: list[Problem]) -> list[str]:

@@ -193,7 +193,8 @@ def cmd_check(args):
     problems, results = check_repo(_folder(args.dir))
     data = {"ok": not problems, "problems": [p._asdict() for p in problems],
             "variants": [r._asdict() for r in results]}
-    lines = [f"{r.variant}: {r.how}; layers {', '.join(r.layers) or 'none'}" for r in results]
+    lines = [f"{r.variant}: {r.how}; layers {', '.join(r.layers) or 'none'}"
+             + (f"; functions {', '.join(r.functions)}" if r.functions else "") for r in results]
     lines += [str(p) for p in problems]
     lines.append(f"{len(problems)} problem(s)" if problems else "ok: ready to publish")
     return data, "\n".join(lines), 1 if problems else 0
