@@ -23,8 +23,9 @@ def _rms_norm_rows(x_ptr, w_ptr, y_ptr, n_rows, n_cols, x_stride, y_stride, eps,
         if row < n_rows:
             x = tl.load(x_ptr + row * x_stride + cols, mask=col_mask, other=0.0).to(tl.float32)
             inv_rms = tl.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
-            # Round to the input dtype before the weight multiply, as transformers' *RMSNorm do.
-            normed = (x * inv_rms).to(y_ptr.dtype.element_ty).to(tl.float32)
+            # Round to the input dtype before the weight multiply, as transformers' *RMSNorm do
+            # (`weight * hidden_states.to(input_dtype)`); the output dtype may be wider (bf16 x, fp32 weight).
+            normed = (x * inv_rms).to(x_ptr.dtype.element_ty).to(tl.float32)
             tl.store(y_ptr + row * y_stride + cols, (normed * w).to(y_ptr.dtype.element_ty), mask=col_mask)
 
 
@@ -33,6 +34,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, epsilon: float = 1e-6) -> to
     x2 = x.reshape(-1, shape[-1])
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
+    weight = weight.contiguous()  # the kernel reads it at unit stride
     y = torch.empty(x2.shape, dtype=torch.promote_types(x2.dtype, weight.dtype), device=x2.device)
     n_rows, n_cols = x2.shape
     block = triton.next_power_of_2(n_cols)

@@ -3,7 +3,8 @@ from torch import nn
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, epsilon: float) -> torch.Tensor:
-    # Accumulate in float32 like the fused kernels do, then cast back.
+    # What transformers' Qwen3RMSNorm computes, step for step: variance and normalisation in float32, the
+    # result cast back to the input dtype, then multiplied by the weight (the output dtype follows promotion).
     variance = x.float().pow(2).mean(-1, keepdim=True)
     return (x.float() * torch.rsqrt(variance + epsilon)).to(x.dtype) * weight
 
