@@ -123,6 +123,11 @@ def triton_run(layer_hub, tmp_path_factory):
         where = kernelhook.origin(module)
         inputs = torch.load({str(folder / "inputs.pt")!r})
         outputs = {{name: module.rms_norm(x, weight, {EPS!r}) for name, (x, weight) in inputs.items()}}
+        try:  # a weight of the wrong length must be refused, not read past its end
+            module.rms_norm(torch.ones(2, 8), torch.ones(7), {EPS!r})
+            weight_check = "no error"
+        except ValueError as exc:
+            weight_check = str(exc)
 
         norms = nn.ModuleDict()
         for name, (x, weight) in inputs.items():
@@ -142,6 +147,7 @@ def triton_run(layer_hub, tmp_path_factory):
             "strides": {{name: (x.stride(), weight.stride()) for name, (x, weight) in inputs.items()}},
             "outputs": outputs,
             "layer_outputs": layer_outputs,
+            "weight_check": weight_check,
         }}, {str(folder / "outputs.pt")!r})
     """, env, system=CUDA_SYSTEM, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -154,6 +160,10 @@ def universal(kenv):
     module = kernelhook.get_kernel(SEED, revision="v1")
     assert kernelhook.origin(module).variant == "torch-universal"
     return module
+
+
+def test_triton_build_refuses_a_weight_of_the_wrong_length(triton_run):
+    assert "weight has shape (7,), expected (8,)" in triton_run["weight_check"]
 
 
 def test_inputs_have_the_layouts_they_claim():

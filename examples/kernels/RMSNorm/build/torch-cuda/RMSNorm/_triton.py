@@ -31,6 +31,9 @@ def _rms_norm_rows(x_ptr, w_ptr, y_ptr, n_rows, n_cols, x_stride, y_stride, eps,
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
     shape = x.shape
+    if weight.shape != shape[-1:]:  # the kernel would read past the weight's end
+        raise ValueError(f"rms_norm: weight has shape {tuple(weight.shape)}, expected ({shape[-1]},) for inputs "
+                         f"of shape {tuple(shape)}")
     x2 = x.reshape(-1, shape[-1])
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
