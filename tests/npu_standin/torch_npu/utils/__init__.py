@@ -1,0 +1,1 @@
+"""torch_npu.utils, simulated: only what importing torch_npu uses to set torch.version.cann."""
