@@ -11,7 +11,7 @@ and this build relies on these points of it:
   * head_num is the query's head count; key and value may have fewer heads when theirs divides it
     (grouped-query attention, as flash-attn allows);
   * atten_mask is boolean and True means "masked out" (not computed); sparse_mode 2 is the causal mask aligned
-    top-left, 3 aligned bottom-right, and both take the compressed 2048 x 2048 upper-triangular mask;
+    top-left, 3 aligned bottom-right, and both take the compressed 2048 x 2048 mask, True above the diagonal;
   * scale defaults to 1.0, not 1 / sqrt(head_dim), so it is always passed; keep_prob is 1 - dropout_p;
   * the first element of the returned tuple is the attention output.
 flash-attn aligns a causal mask to the bottom-right corner (query i of seqlen_q sees keys up to
