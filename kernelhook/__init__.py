@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import (
+    AttentionKernelError,
     CacheError,
     DownloadError,
     GatedKernelError,
@@ -49,6 +50,7 @@ from .errors import (
     NoCompatibleVariantError,
     RevisionNotFoundError,
     SettingError,
+    UnsupportedAttentionError,
 )
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on use
@@ -125,6 +127,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AttentionKernelError",
     "Bound",
     "CacheError",
     "CUDAProperties",
@@ -167,6 +170,7 @@ __all__ = [
     "SettingError",
     "SystemInfo",
     "uninstall",
+    "UnsupportedAttentionError",
     "use_kernel_forward_from_hub",
     "use_kernel_func_from_hub",
     "use_kernel_mapping",

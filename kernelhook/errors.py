@@ -82,3 +82,13 @@ class LockfileError(KernelImportError, ValueError):
 
 class SettingError(KernelImportError, ValueError):
     """A KERNELHOOK_* environment variable is malformed; the message names it, its value and the form it takes."""
+
+
+class AttentionKernelError(KernelHookError, ValueError):
+    """A kernel cannot be registered as a transformers attention function: the name or the function
+    named is malformed or missing, or the registration name would be read by transformers as something else."""
+
+
+class UnsupportedAttentionError(KernelHookError, ValueError):
+    """A model asks a registered attention kernel for what it cannot compute (sliding window, softcap,
+    attention sinks, a mask beyond causal with padding); the kernel refuses rather than give wrong output."""

@@ -7,6 +7,8 @@ each says which variant and version it is, so a test can tell what it got.
 import json
 
 ROTARY_EXAMPLE = "kernels-ext-npu/rotary"  # examples/kernels/rotary: a function kernel, flat layout with metadata.json
+ATTENTION_EXAMPLE = "kernels-ext-npu/attention"  # examples/kernels/attention: flash-attn's two conventions
+COUNTED_ATTENTION = "acme/attention-counted"  # the example's universal build, counting its calls
 SEED = "kernels-ext-npu/RMSNorm"  # model repo, package-folder layout: build/<variant>/RMSNorm/__init__.py
 RELU = "kernels-community/relu"  # kernel repo, the newer layout: build/<variant>/__init__.py + metadata.json
 SEED_VARIANTS = (
@@ -179,6 +181,46 @@ apply_rotary_pos_emb.has_backward = True
 '''
 
 
+# Appended to examples/kernels/attention's universal build: the same functions, counting their calls.
+ATTENTION_COUNTER = '''
+
+CALLS = []  # (function, query shape) per call: tests tell which function ran from this
+_dense, _varlen = flash_attn_func, flash_attn_varlen_func
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False):
+    CALLS.append(("dense", tuple(q.shape)))
+    return _dense(q, k, v, dropout_p=dropout_p, softmax_scale=softmax_scale, causal=causal)
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                           softmax_scale=None, causal=False):
+    CALLS.append(("varlen", tuple(q.shape)))
+    return _varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=dropout_p,
+                   softmax_scale=softmax_scale, causal=causal)
+'''
+
+# transformers' own convention, on torch's sdpa with transformers' sdpa mask, counting its calls.
+ATTENTION_FORWARD = '''
+import torch
+
+CALLS = []
+
+
+def flash_attn_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    CALLS.append(tuple(query.shape))
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    causal = attention_mask is None and query.shape[2] > 1
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                           dropout_p=dropout, scale=scaling, is_causal=causal)
+    return out.transpose(1, 2).contiguous(), None
+
+
+attention_forward = flash_attn_forward  # the same function under a name of no convention
+'''
+
+
 def layer_repo(layers_py: str, variant: str = "torch-universal") -> dict:
     return {f"build/{variant}/__init__.py": "from . import layers\n", f"build/{variant}/layers.py": layers_py}
 
@@ -198,6 +240,16 @@ def publish_layers(hub, examples_dir) -> dict:
     hub.set_branch(SEED, "main", shas["seed"])
     hub.create_repo(ROTARY_EXAMPLE)
     shas["rotary"] = hub.commit_dir(ROTARY_EXAMPLE, examples_dir / "kernels" / "rotary", branch="v1")
+    hub.create_repo(ATTENTION_EXAMPLE)
+    shas["attention"] = hub.commit_dir(ATTENTION_EXAMPLE, examples_dir / "kernels" / "attention", branch="v1")
+    universal = (examples_dir / "kernels" / "attention" / "build" / "torch-universal" / "__init__.py").read_text()
+    for repo_id in (COUNTED_ATTENTION, "acme/flash-attn"):  # "flash" in a repo name, never in an attention name
+        hub.create_repo(repo_id)
+        shas[repo_id] = hub.commit(repo_id, {"build/torch-universal/__init__.py": universal + ATTENTION_COUNTER},
+                                   branch="v1")
+    hub.create_repo("acme/attention-forward")
+    shas["acme/attention-forward"] = hub.commit(
+        "acme/attention-forward", {"build/torch-universal/__init__.py": ATTENTION_FORWARD}, branch="v1")
     repos = {
         "acme/rms": rms_layer(),
         "acme/rms-x2": rms_layer(scale=2.0),

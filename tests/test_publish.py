@@ -169,6 +169,15 @@ def test_check_passes_a_function_kernel_in_the_flat_layout():
     assert "torch213-cxx11-cann90-x86_64-linux: static (torch_npu is not importable here)" in text
 
 
+def test_check_passes_the_attention_kernel_with_both_conventions_in_every_build():
+    code, text, _ = run("check", str(RMSNORM.parent / "attention"))
+    assert code == 0 and text.splitlines()[-1] == "ok: ready to publish"
+    for variant in ("torch-universal", "torch27-cxx11-cann82-aarch64-linux", "torch213-cxx11-cann90-aarch64-linux",
+                    "torch213-cxx11-cann90-x86_64-linux"):
+        assert f"{variant}: " in text
+    assert text.count("functions flash_attn_func, flash_attn_varlen_func") == 4
+
+
 def test_check_passes_the_example_in_both_forms():
     code, text, _ = run("check", str(RMSNORM))
     assert code == 0 and text.splitlines()[-1] == "ok: ready to publish"
