@@ -5,6 +5,10 @@
     kernelhook.get_kernel("kernels-ext-npu/RMSNorm", revision="v1.0.0")  # any name, any revision
     kernelhook.kernelize(model, device="npu")                        # bind mapped layers onto a model
 
+The public ``kernels`` package's loading API is here under its names and semantics too
+(get_local_kernel, LOCAL_KERNELS, get_locked_kernel, load_kernel, has_kernel, install_kernel,
+get_kernel_variants, get_loaded_kernels, the Local- and Locked- repositories).
+
 The package, by step of the data path:
 
     errors.py      every error kernelhook raises
@@ -35,6 +39,7 @@ from .errors import (
     DownloadError,
     GatedKernelError,
     HubUnreachableError,
+    InvalidBackend,
     InvalidKernelName,
     InvalidRevision,
     InvalidTokenError,
@@ -70,10 +75,21 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
         register_kernel_mapping,
         use_kernel_mapping,
     )
-    from .binding.repositories import FuncRepository, LayerRepository
+    from .binding.repositories import (
+        FuncRepository,
+        LayerRepository,
+        LocalFuncRepository,
+        LocalLayerRepository,
+        LockedFuncRepository,
+        LockedLayerRepository,
+    )
     from .loading.api import get_kernel
     from .loading.finder import HookHandle, install, uninstall
+    from .loading.loaded import LoadedKernel, RepoInfo, get_loaded_kernels
     from .loading.loader import KernelOrigin, origin
+    from .loading.local import get_local_kernel
+    from .loading.locked import get_locked_kernel, load_kernel
+    from .loading.query import VariantAccepted, VariantRejected, get_kernel_variants, has_kernel, install_kernel
     from .platform import SystemInfo, current_system, set_system
 
 __version__ = "0.1.0"
@@ -94,6 +110,10 @@ _LAZY = {
     "use_kernelized_func": "binding.layers",
     "FuncRepository": "binding.repositories",
     "LayerRepository": "binding.repositories",
+    "LocalFuncRepository": "binding.repositories",
+    "LocalLayerRepository": "binding.repositories",
+    "LockedFuncRepository": "binding.repositories",
+    "LockedLayerRepository": "binding.repositories",
     "CUDAProperties": "binding.mapping",
     "Device": "binding.mapping",
     "ROCMProperties": "binding.mapping",
@@ -103,8 +123,19 @@ _LAZY = {
     "HookHandle": "loading.finder",
     "install": "loading.finder",
     "uninstall": "loading.finder",
+    "LoadedKernel": "loading.loaded",
+    "RepoInfo": "loading.loaded",
+    "get_loaded_kernels": "loading.loaded",
     "KernelOrigin": "loading.loader",
     "origin": "loading.loader",
+    "get_local_kernel": "loading.local",
+    "get_locked_kernel": "loading.locked",
+    "load_kernel": "loading.locked",  # the kernels package's: a locked kernel from the cache (not loading.api's)
+    "VariantAccepted": "loading.query",
+    "VariantRejected": "loading.query",
+    "get_kernel_variants": "loading.query",
+    "has_kernel": "loading.query",
+    "install_kernel": "loading.query",
     "SystemInfo": "platform",
     "current_system": "platform",
     "set_system": "platform",
@@ -137,9 +168,16 @@ __all__ = [
     "FuncRepository",
     "GatedKernelError",
     "get_kernel",
+    "get_kernel_variants",
+    "get_loaded_kernels",
+    "get_local_kernel",
+    "get_locked_kernel",
+    "has_kernel",
     "HookHandle",
     "HubUnreachableError",
     "install",
+    "install_kernel",
+    "InvalidBackend",
     "InvalidKernelName",
     "InvalidRevision",
     "InvalidTokenError",
@@ -156,6 +194,12 @@ __all__ = [
     "KernelNotFoundError",
     "KernelOrigin",
     "LayerRepository",
+    "load_kernel",
+    "LoadedKernel",
+    "LocalFuncRepository",
+    "LocalLayerRepository",
+    "LockedFuncRepository",
+    "LockedLayerRepository",
     "LockfileError",
     "LockMismatchError",
     "Mode",
@@ -164,6 +208,7 @@ __all__ = [
     "origin",
     "register_kernel_mapping",
     "replace_kernel_forward_from_hub",
+    "RepoInfo",
     "RevisionNotFoundError",
     "ROCMProperties",
     "set_system",
@@ -175,4 +220,6 @@ __all__ = [
     "use_kernel_func_from_hub",
     "use_kernel_mapping",
     "use_kernelized_func",
+    "VariantAccepted",
+    "VariantRejected",
 ]

@@ -24,6 +24,10 @@ class InvalidRevision(KernelImportError, ValueError):
     """A revision or version argument is malformed or contradictory."""
 
 
+class InvalidBackend(KernelImportError, ValueError):
+    """A ``backend=`` argument names a backend this machine cannot load builds for."""
+
+
 class KernelNotFoundError(KernelImportError, ModuleNotFoundError):
     """No Hub repo answers to the typed name."""
 

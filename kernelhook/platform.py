@@ -36,6 +36,7 @@ import threading
 from typing import NamedTuple
 
 from . import settings
+from .errors import InvalidBackend
 
 logger = logging.getLogger("kernelhook")
 
@@ -219,6 +220,40 @@ def set_system(system: SystemInfo | None) -> SystemInfo | None:
     with _lock:
         previous, _current = _current, system
         return previous
+
+
+# What the kernels package and torch call some backends, as this module names them.
+_BACKEND_ALIASES = {"npu": "cann", "mps": "metal", "hip": "rocm"}
+
+
+def system_for_backend(backend: str | None, system: SystemInfo | None = None) -> SystemInfo:
+    """The system to choose variants for when a caller names a backend (the ``kernels`` package's
+    ``backend=``): this machine's own backend, or ``"cpu"``, which CPU builds serve on any machine.
+
+    Args:
+        backend: None or this machine's backend (``cuda``, ``rocm``, ``cann``/``npu``, ``xpu``,
+            ``metal``/``mps``, ``cpu``): this machine; ``"cpu"``: this machine with CPU compute.
+        system: the machine (default: ``current_system()``).
+
+    Returns:
+        The system description to rank variants for.
+
+    Raises:
+        InvalidBackend: any other backend, which this machine could not run.
+        SettingError: KERNELHOOK_SYSTEM is malformed (from ``current_system``).
+    """
+    system = system if system is not None else current_system()
+    if backend is None:
+        return system
+    wanted = _BACKEND_ALIASES.get(str(backend).lower(), str(backend).lower())
+    if wanted == system.compute.backend:
+        return system
+    if wanted == "cpu":
+        return system._replace(compute=Compute("cpu"))
+    raise InvalidBackend(
+        f"backend={backend!r}: this system ({system}) loads builds for {system.compute.backend} or cpu only. "
+        f"Fix: pass backend={system.compute.backend!r}, backend='cpu', or no backend for this machine's own."
+    )
 
 
 def probe_system() -> SystemInfo:

@@ -2,13 +2,17 @@
 
     LayerRepository("org/repo", "Layer", revision=..., version=...)   a class in the kernel's ``layers``
     FuncRepository("org/repo", func_name="f", revision=..., ...)       a function of the kernel module
+    LocalLayerRepository(path, layer_name=...), LocalFuncRepository(path, func_name=...)
+                                                                       the same, from a folder (loading/local.py)
+    LockedLayerRepository("org/repo", layer_name=..., lockfile=...), LockedFuncRepository(...)
+                                                                       the same, at a lock's commit (loading/locked.py)
 
 Every kind answers the same three questions, so kernelize treats them alike:
 ``module(load_kernel)`` loads the kernel module, ``layer_in(module)`` is the
 layer class whose ``forward`` kernelize binds (a function becomes a class with
 one ``forward`` that calls it, as the ``kernels`` package does), and
 ``pinned(commit)`` is the same repository at exactly one commit, which is what
-a pickled model records.
+a pickled model records (a folder or a lock is one already, and pins itself).
 
 Names and semantics follow the ``kernels`` package; ``trust_remote_code`` is
 accepted and has no effect (kernelhook's trust rule is in trust.py: an explicit
@@ -20,6 +24,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+from pathlib import Path
 from types import ModuleType
 
 from ..errors import InvalidKernelName, KernelLayerError
@@ -102,12 +107,7 @@ class LayerRepository(HubRepository):
         return cls(match["repo"], match["layer"], revision=match["rev"])
 
     def layer_in(self, module: ModuleType) -> type:
-        layers = getattr(module, "layers", None)
-        layer = getattr(layers, self.layer_name, None)
-        if not isinstance(layer, type):
-            where = "has no layers submodule" if layers is None else f"has no class {self.layer_name} in its layers"
-            raise KernelLayerError(f"{describe(self, module)} {where}. Fix: check the layer name in the mapping.")
-        return layer
+        return layer_class(self, module, self.layer_name)
 
     def pinned(self, commit: str) -> "LayerRepository":
         return LayerRepository(self.repo_id, self.layer_name, revision=commit)
@@ -135,14 +135,205 @@ class FuncRepository(HubRepository):
         return self.func_name
 
     def layer_in(self, module: ModuleType) -> type:
-        func = getattr(module, self.func_name, None)
-        if not callable(func):
-            raise KernelLayerError(f"{describe(self, module)} has no function {self.func_name}. Fix: check the "
-                                   f"function name in the mapping.")
-        return function_layer(func)
+        return function_class(self, module, self.func_name)
 
     def pinned(self, commit: str) -> "FuncRepository":
         return FuncRepository(self.repo_id, func_name=self.func_name, revision=commit)
+
+
+def layer_class(repo, module: ModuleType, layer_name: str) -> type:
+    """The class ``layer_name`` in a kernel module's ``layers``. Raises KernelLayerError when there is none."""
+    layers = getattr(module, "layers", None)
+    layer = getattr(layers, layer_name, None)
+    if not isinstance(layer, type):
+        where = "has no layers submodule" if layers is None else f"has no class {layer_name} in its layers"
+        raise KernelLayerError(f"{describe(repo, module)} {where}. Fix: check the layer name in the mapping.")
+    return layer
+
+
+def function_class(repo, module: ModuleType, func_name: str) -> type:
+    """The layer class made of a kernel module's function ``func_name``. Raises KernelLayerError when there is none."""
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise KernelLayerError(f"{describe(repo, module)} has no function {func_name}. Fix: check the "
+                               f"function name in the mapping.")
+    return function_layer(func)
+
+
+def _identifier(value, what: str) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise InvalidKernelName(f"{value!r} is not a {what} name (a Python identifier).")
+    return value
+
+
+class LocalRepository:
+    """What Local- Layer and Func repositories share: a kernel folder on this machine (``get_local_kernel``).
+
+    Each load hashes the folder's chosen variant, so an edited folder loads as a new module; ``pinned``
+    returns the repository itself, as a folder has no commits.
+    """
+
+    __slots__ = ("repo_path", "package_name", "repo_id")
+    kind = "layer"
+
+    def __init__(self, repo_path, package_name: str | None):
+        self.repo_path = Path(repo_path).expanduser().resolve()
+        self.package_name = package_name
+        self.repo_id = str(self.repo_path)  # what messages and the trust check name it by
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def module(self, load_kernel) -> ModuleType:
+        """The kernel module from the folder (loading/local.py); ``load_kernel`` is not needed."""
+        from ..loading.local import get_local_kernel
+
+        return get_local_kernel(self.repo_path, self.package_name)
+
+    def pinned(self, commit: str):
+        return self
+
+    def key(self) -> tuple:
+        return (type(self).__name__, self.repo_id, self.name, self.package_name)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.key() == other.key()
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.repo_id!r}, {self.name!r})"
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}:{self.name}"
+
+
+class LocalLayerRepository(LocalRepository):
+    """A layer class of a kernel in a local folder: ``LocalLayerRepository(path, layer_name="RMSNorm")``.
+
+    ``package_name`` (older ``kernels`` releases required it) picks the package when a variant holds several.
+    Raises InvalidKernelName for a layer name that is not an identifier.
+    """
+
+    __slots__ = ("layer_name",)
+
+    def __init__(self, repo_path, *, layer_name: str, package_name: str | None = None):
+        super().__init__(repo_path, package_name)
+        self.layer_name = _identifier(layer_name, "layer")
+
+    @property
+    def name(self) -> str:
+        return self.layer_name
+
+    def layer_in(self, module: ModuleType) -> type:
+        return layer_class(self, module, self.layer_name)
+
+
+class LocalFuncRepository(LocalRepository):
+    """A function of a kernel in a local folder: ``LocalFuncRepository(path, func_name="rotary")``."""
+
+    __slots__ = ("func_name",)
+    kind = "function"
+
+    def __init__(self, repo_path, *, func_name: str, package_name: str | None = None):
+        super().__init__(repo_path, package_name)
+        self.func_name = _identifier(func_name, "function")
+
+    @property
+    def name(self) -> str:
+        return self.func_name
+
+    def layer_in(self, module: ModuleType) -> type:
+        return function_class(self, module, self.func_name)
+
+
+class LockedRepository:
+    """What Locked- Layer and Func repositories share: a repo at the commit a lock pins it to.
+
+    The lock is read when the repository is made (as the ``kernels`` package does), from ``lockfile``
+    or, without one, from where ``get_locked_kernel`` looks; every load hashes the locked variant against
+    it before it executes. ``pinned`` returns the repository itself: it is pinned already, and a pickle
+    of it keeps the lock's hashes.
+    """
+
+    __slots__ = ("repo_id", "lockfile", "pin")
+    kind = "layer"
+
+    def __init__(self, repo_id: str, lockfile):
+        from ..cache.kernels_lock import find_pin
+        from ..loading.locked import caller_package
+
+        parse_repo_id(repo_id)  # bad input fails here, early
+        self.repo_id, self.lockfile = repo_id, lockfile
+        self.pin = find_pin(repo_id, lockfile, caller_package())
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def module(self, load_kernel) -> ModuleType:
+        """The locked kernel module (loading/locked.py); ``load_kernel`` is not needed."""
+        from ..loading.locked import load_pinned
+
+        return load_pinned(self.pin)
+
+    def pinned(self, commit: str):
+        return self
+
+    def key(self) -> tuple:
+        return (type(self).__name__, self.repo_id, self.name, self.pin.commit, self.pin.source)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.key() == other.key()
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.pin.commit}:{self.name}"
+
+
+class LockedLayerRepository(LockedRepository):
+    """A layer class of a locked kernel: ``LockedLayerRepository("org/repo", layer_name="RMSNorm")``.
+
+    Raises LockfileError when no lock pins the repo (or cannot be read), InvalidKernelName for bad names.
+    """
+
+    __slots__ = ("layer_name",)
+
+    def __init__(self, repo_id: str, *, lockfile=None, layer_name: str, trust_remote_code: bool | list[str] = False):
+        self.layer_name = _identifier(layer_name, "layer")
+        super().__init__(repo_id, lockfile)
+
+    @property
+    def name(self) -> str:
+        return self.layer_name
+
+    def layer_in(self, module: ModuleType) -> type:
+        return layer_class(self, module, self.layer_name)
+
+
+class LockedFuncRepository(LockedRepository):
+    """A function of a locked kernel: ``LockedFuncRepository("org/repo", func_name="rotary")``."""
+
+    __slots__ = ("func_name",)
+    kind = "function"
+
+    def __init__(self, repo_id: str, *, lockfile=None, func_name: str, trust_remote_code: bool | list[str] = False):
+        self.func_name = _identifier(func_name, "function")
+        super().__init__(repo_id, lockfile)
+
+    @property
+    def name(self) -> str:
+        return self.func_name
+
+    def layer_in(self, module: ModuleType) -> type:
+        return function_class(self, module, self.func_name)
 
 
 def coerce(value):

@@ -50,7 +50,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from ..errors import CacheError
-from ..files import file_mode, folder_mode, write_atomic
+from ..files import CHUNK, file_mode, folder_mode, hash_stream, write_atomic
 from ..repo import RepoAddress
 
 logger = logging.getLogger("kernelhook")
@@ -285,6 +285,37 @@ class Store:
             _unlink_quietly(temp_path)
             raise cache_error("store", target, exc) from exc
         return target
+
+    def copy_in(self, source) -> str:
+        """Copy an open file from outside the cache (a local kernel folder's) into objects/.
+
+        The object is named by the digest of the bytes copied, never of bytes read before, so a file
+        edited while it is copied is stored as what was copied.
+
+        Returns:
+            The sha256 the object is stored under.
+
+        Raises:
+            CacheError: the cache cannot be written (nothing half-written is left).
+            OSError: reading ``source`` failed (nothing is left either).
+        """
+        handle, temp = self.temp_file()
+        try:
+            with handle:
+                while chunk := source.read(CHUNK):
+                    try:
+                        handle.write(chunk)
+                    except OSError as exc:  # this cache's disk, not the source
+                        raise cache_error("write", temp, exc) from exc
+                _, sha256, _ = hash_stream(handle)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        if self.has_object(sha256):
+            _unlink_quietly(temp)
+            return sha256
+        self.add_object(temp, sha256)
+        return sha256
 
     def remember_git_blob(self, oid: str, sha256: str) -> None:
         self.write_text(f"index/git-sha1/{oid}", sha256)

@@ -28,6 +28,7 @@ from .errors import (
     RevisionMissing,
     TokenRejected,
     explain,
+    local_files_only,
     offline,
 )
 from .upload import publish_folder
@@ -49,6 +50,7 @@ __all__ = [
     "explain",
     "list_build",
     "list_refs",
+    "local_files_only",
     "offline",
     "publish_folder",
     "resolve_revision",

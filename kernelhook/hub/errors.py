@@ -7,6 +7,8 @@ which says whether a cached answer may stand in and whether a retry may help.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import json
 import os
@@ -91,6 +93,26 @@ def offline() -> bool:
     """HF_HUB_OFFLINE as huggingface_hub reads it, without importing it."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
     return value is not None and value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+# Why requests are refused in this context (a thread or asyncio task), if they are: see local_files_only.
+_local_only: contextvars.ContextVar[str | None] = contextvars.ContextVar("kernelhook_local_only", default=None)
+
+
+@contextlib.contextmanager
+def local_files_only(why: str):
+    """Within the block, in this thread or task only, every Hub request fails before it is sent, as under
+    HF_HUB_OFFLINE, with ``why`` as the reason: the loading path then answers from the cache or says what
+    is missing. Other threads keep the network.
+
+    Returns:
+        A context manager; it yields nothing.
+    """
+    token = _local_only.set(why)
+    try:
+        yield
+    finally:
+        _local_only.reset(token)
 
 
 # The Hub's X-Error-Message for a token it does not accept; huggingface_hub tells it apart the same way.
@@ -189,6 +211,9 @@ class translated:
     def __enter__(self):
         if offline():
             raise HubUnavailable("HF_HUB_OFFLINE is set", self.url)
+        why = _local_only.get()
+        if why is not None:
+            raise HubUnavailable(f"{why}: no request is made", self.url)
         return self
 
     def __exit__(self, exc_type, exc, tb):

@@ -11,17 +11,20 @@ from types import ModuleType
 
 from ..cache import lockfile
 from ..cache.store import Store
-from ..platform import SystemInfo, current_system
+from ..platform import SystemInfo, current_system, system_for_backend
 from ..repo import Resolved, find_package
 from .fetch import PlacedVariant, place_variant
 from .loader import KernelOrigin, load
+from .local import load_override
 from .names import KernelName, parse_repo_id
 from .resolve import resolve
 
 logger = logging.getLogger("kernelhook")
 
 
-def get_kernel(repo_id: str, revision: str | None = None, *, version: int | None = None) -> ModuleType:
+def get_kernel(repo_id: str, revision: str | None = None, version: int | None = None, *, backend: str | None = None,
+               user_agent: str | dict | None = None, trust_remote_code: bool | list[str] = False,
+               check_arch: bool = True) -> ModuleType:
     """Load a Hub kernel by its exact repo id; works for every name and revision.
 
     Args:
@@ -29,6 +32,9 @@ def get_kernel(repo_id: str, revision: str | None = None, *, version: int | None
         revision: a branch, tag, ``vN`` or commit sha (7 to 40 hex digits).
         version: major version N, meaning the branch ``vN`` (give revision or version, not both).
             Without either: the lockfile's pin when one applies, else the highest ``vN`` branch, else ``main``.
+        backend: load the build for this backend (None: this machine's own; ``"cpu"``: a CPU build).
+        user_agent, trust_remote_code, check_arch: accepted as the ``kernels`` package takes them, and
+            without effect: an explicit load is the caller's own choice of code (see trust.py).
 
     Returns:
         The kernel module: the very object ``import kernels_hub.<org>.<repo>@<rev>`` gives for
@@ -42,9 +48,10 @@ def get_kernel(repo_id: str, revision: str | None = None, *, version: int | None
         DownloadError, CacheError: a file could not be fetched, verified or stored.
         LockMismatchError, LockfileError: the lockfile in effect refuses the files, or cannot be read.
         KernelLoadError: executing the kernel failed.
+        InvalidBackend, SettingError: ``backend`` or LOCAL_KERNELS is malformed.
     All are ``KernelImportError``s, hence ``ImportError``s.
     """
-    return load_kernel(parse_repo_id(repo_id, revision, version))
+    return load_kernel(parse_repo_id(repo_id, revision, version), system=system_for_backend(backend))
 
 
 def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: Store | None = None) -> ModuleType:
@@ -52,6 +59,9 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     the lockfile, execute it. Raises what ``get_kernel`` raises."""
     store = store if store is not None else Store()
     system = system if system is not None else current_system()
+    local = load_override(name, system, store)  # LOCAL_KERNELS: the folder stands in for the repo
+    if local is not None:
+        return local
     resolved = resolve(name, store)
     placed = place_variant(resolved, store, system)
     _check_against_lockfile(resolved, placed)

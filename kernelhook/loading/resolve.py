@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 
 from .. import hub
@@ -157,6 +158,7 @@ def _resolve_online(name: KernelName, repo: RepoAddress, store: Store) -> Resolv
         commit = refs.branches.get(name.revision) or refs.tags.get(name.revision)
         if commit is None:
             raise _revision_not_found(name, repo, refs)
+        _warn_if_newer_version(name, repo, refs)
     store.remember_revision(repo, name.revision, name.revision, commit)
     how = "commit pin" if is_full_sha(name.revision) else f"revision {name.revision}"
     logger.info("%s: %s %s resolved to commit %s", name.typed, repo, how, commit)
@@ -177,6 +179,26 @@ def _resolve_unpinned(name: KernelName, repo: RepoAddress, store: Store) -> Reso
     store.remember_revision(repo, None, branch, commit)
     logger.info("%s: unpinned, using %s branch %s at commit %s", name.typed, repo, branch, commit)
     return Resolved(repo, commit, f"branch {branch}")
+
+
+_warned_lock = threading.Lock()
+_warned: set[str] = set()  # repos already warned about in this process
+
+
+def _warn_if_newer_version(name: KernelName, repo: RepoAddress, refs: hub.Refs) -> None:
+    """Warn, once per repo and process, when a pinned major version (branch ``vN``) is older than the
+    newest on the Hub, as the ``kernels`` package does. It reads the refs listing the resolve fetched
+    anyway, so it never costs a request (a cached or locked pin, which sends none, never warns)."""
+    pinned = _VERSION_BRANCH.fullmatch(name.revision or "")
+    if pinned is None or name.revision not in refs.branches:
+        return
+    newest = max(int(m.group(1)) for b in refs.branches if (m := _VERSION_BRANCH.fullmatch(b)))
+    with _warned_lock:
+        if newest <= int(pinned.group(1)) or repo.repo_id in _warned:
+            return
+        _warned.add(repo.repo_id)
+    logger.warning("%s: you are using version %s of %s, version %d is available (branch v%d); pin version=%d to "
+                   "upgrade once its API suits you", name.typed, pinned.group(1), repo.repo_id, newest, newest, newest)
 
 
 def _resolve_from_cache(name: KernelName, repo: RepoAddress, store: Store, cause: hub.HubError) -> Resolved:
