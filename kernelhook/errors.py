@@ -82,3 +82,8 @@ class LockfileError(KernelImportError, ValueError):
 
 class SettingError(KernelImportError, ValueError):
     """A KERNELHOOK_* environment variable is malformed; the message names it, its value and the form it takes."""
+
+
+class TransformersOptionError(KernelHookError, ValueError):
+    """transformers was asked for something kernelhook's integration does not serve (``kernel_config=``, a mode
+    it cannot read); the message names the option and what to use instead."""
