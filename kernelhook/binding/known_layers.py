@@ -86,9 +86,10 @@ def stock_functions_of(cls: type) -> dict[str, tuple[object, str]]:
     """
     module_name = _transformers_module(cls)
     markers = None if module_name is None else markers_of(module_name)
-    if markers is None or cls.__name__ not in markers.kernelized:
+    module = sys.modules.get(module_name)
+    if markers is None or module is None or cls.__name__ not in markers.kernelized:
         return {}
-    namespace = vars(sys.modules[module_name])
+    namespace = vars(module)
     found = {}
     for name in markers.kernelized[cls.__name__]:
         function = namespace.get(name)
