@@ -22,6 +22,7 @@ The package, by step of the data path:
     loading/       names -> commit -> variant -> files -> module; the import hook
     binding/       kernelize: mappings, layers, binding onto models
     integrations/  other libraries, imported on use
+    transformers.py  kernelhook.transformers.enable(): transformers' use_kernels through kernelhook
     cli/           the kernelhook command and the kernel author's tools
     testing/       LocalHub, a Hub-compatible server on loopback for tests
 
@@ -55,11 +56,18 @@ from .errors import (
     NoCompatibleVariantError,
     RevisionNotFoundError,
     SettingError,
+    TransformersOptionError,
     UnsupportedAttentionError,
 )
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on use
-    from .binding.kernelize import Bound, Kept, KernelizeReport, kernelize, kernelize_report
+    from .binding.kernelize import (
+        Bound,
+        Kept,
+        KernelizeReport,
+        kernelize,
+        kernelize_report,
+    )
     from .binding.layers import (
         KernelizeFallback,
         Mode,
@@ -142,19 +150,24 @@ _LAZY = {
 }
 
 
+_SUBMODULES = ("transformers",)  # kernelhook.transformers: reachable as an attribute, imported on first use
+
+
 def __getattr__(name: str):
     module = _LAZY.get(name)
-    if module is None:
+    if module is None and name not in _SUBMODULES:
         raise AttributeError(f"module 'kernelhook' has no attribute {name!r}")
     import importlib
 
+    if module is None:
+        return importlib.import_module(f".{name}", __name__)  # the import system binds it as an attribute
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # the next lookup is a plain attribute
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 __all__ = [
@@ -214,6 +227,7 @@ __all__ = [
     "set_system",
     "SettingError",
     "SystemInfo",
+    "TransformersOptionError",
     "uninstall",
     "UnsupportedAttentionError",
     "use_kernel_forward_from_hub",

@@ -96,3 +96,8 @@ class AttentionKernelError(KernelHookError, ValueError):
 class UnsupportedAttentionError(KernelHookError, ValueError):
     """A model asks a registered attention kernel for what it cannot compute (sliding window, softcap,
     attention sinks, a mask beyond causal with padding); the kernel refuses rather than give wrong output."""
+
+
+class TransformersOptionError(KernelHookError, ValueError):
+    """transformers was asked for something kernelhook's integration does not serve (``kernel_config=``, a mode
+    it cannot read); the message names the option and what to use instead."""

@@ -215,3 +215,36 @@ def test_withdrawing_an_offer_leaves_no_empty_layer_behind():
     assert "OnlyOffered" in mapping.snapshot()
     mapping.withdraw_kernel_mapping("a test library")
     assert "OnlyOffered" not in mapping.snapshot()
+
+
+def _chosen(layer_name, device="cpu", mode=None):
+    selection = mapping.select(mapping.snapshot(), layer_name, device, None, mode or kernelhook.Mode.INFERENCE)
+    return (str(selection.repo), selection.offered_by) if isinstance(selection, mapping.Selection) else None
+
+
+def test_the_users_plain_entry_comes_before_an_offered_entry_for_the_exact_mode():
+    try:
+        mapping.register_kernel_mapping({"TierTest": {"cpu": "acme/mine@v1:Norm"}})  # Mode.FALLBACK
+        mapping.offer_kernel_mapping({"TierTest": {"cpu": {kernelhook.Mode.INFERENCE: "acme/theirs@v1:Norm"}}},
+                                     "a test library")
+        assert _chosen("TierTest") == ("acme/mine@v1:Norm", None)
+    finally:
+        mapping.withdraw_kernel_mapping("a test library")
+        with mapping._lock:
+            mapping._base.pop("TierTest", None)
+
+
+def test_the_latest_offer_comes_first_and_withdrawing_it_brings_back_the_earlier_one():
+    inference = kernelhook.Mode.INFERENCE
+    try:
+        mapping.offer_kernel_mapping({"LayerTest": {"npu": {inference: "acme/first@v1:Norm"}}}, "first library")
+        mapping.offer_kernel_mapping({"LayerTest": {"npu": "acme/second@v1:Norm"}}, "second library")
+        assert _chosen("LayerTest", "npu") == ("acme/second@v1:Norm", "second library")  # its FALLBACK, before
+        mapping.offer_kernel_mapping({"LayerTest": {"npu": {inference: "acme/second@v2:Norm"}}}, "second library")
+        assert _chosen("LayerTest", "npu") == ("acme/second@v2:Norm", "second library")  # the same slot: replaced
+        mapping.withdraw_kernel_mapping("second library")
+        assert _chosen("LayerTest", "npu") == ("acme/first@v1:Norm", "first library")  # not lost under it
+    finally:
+        mapping.withdraw_kernel_mapping("first library")
+        mapping.withdraw_kernel_mapping("second library")
+    assert _chosen("LayerTest", "npu") is None

@@ -6,6 +6,7 @@ mode. Also the fallback cases (KernelizeFallback) and a layer registered for a m
 The kernels come from the loopback Hub (tests/repos.py ROTARY): acme/rotary computes what the function
 below computes and records each call; acme/rotary-x2 doubles it."""
 
+import functools
 import logging
 import sys
 
@@ -25,6 +26,7 @@ from kernelhook import (
     use_kernel_mapping,
     use_kernelized_func,
 )
+from kernelhook.binding.functions import GlobalsView, rebind
 
 from .test_kernelize import model_of, norms, runs_its_own
 
@@ -187,3 +189,49 @@ def test_the_example_rotary_kernel_computes_what_transformers_computes(kenv):
     kernel = sys.modules[type(apply_rotary_pos_emb).forward.__module__]
     for mine, theirs in zip(kernel.apply_rotary_pos_emb(q, k, cos, sin), transformers_rotary(q, k, cos, sin)):
         torch.testing.assert_close(mine, theirs)
+
+
+# -- a stock class's forward with a kernel in place of a module-level function (functions.py) --------------
+
+SCALE = 1.0
+
+
+def stock_rotary(q):
+    return q + 1
+
+
+def wrapping(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+class StockAttention:
+    @wrapping
+    def forward(self, q):
+        return [stock_rotary(v) for v in (q,)][0] * SCALE  # in a comprehension, as code nested in the forward
+
+    def helper_calls_it(self, q):
+        return stock_rotary(q)
+
+    def forward_through_a_helper(self, q):
+        return self.helper_calls_it(q)
+
+
+def test_a_rebound_forward_calls_the_kernel_and_reads_everything_else_live(monkeypatch):
+    forward = rebind(StockAttention.forward, {"stock_rotary": (stock_rotary, lambda q: q + 100)})
+    assert forward(None, 1) == 101 and StockAttention().forward(1) == 2  # the class and module are unchanged
+    monkeypatch.setitem(globals(), "SCALE", 2.0)
+    assert forward(None, 1) == 202  # not a copy of the module's globals
+    inner = forward.__wrapped__
+    assert isinstance(inner.__globals__, GlobalsView) and "SCALE" in inner.__globals__  # what dynamo asks
+    assert inner.__globals__.get("no_such_name", "default") == "default"
+
+
+def test_rebind_refuses_what_it_cannot_reach():
+    replaced = {"stock_rotary": (stock_rotary, lambda q: q)}
+    assert rebind(StockAttention.forward_through_a_helper, replaced) is None  # called from another method
+    assert rebind(StockAttention.forward, {"stock_rotary": (lambda q: q, lambda q: q)}) is None  # another object
+    assert rebind(len, replaced) is None

@@ -4,6 +4,7 @@
     mapping.py       which repository serves a layer name, per device, capability range and mode
     known_layers.py  which kernel layer a module class is (its mark, or transformers' own)
     classes.py       the classes kernelize makes: a module's class with a kernel's forward (copy, pickle)
+    functions.py     a stock class's forward run with a kernel in place of a module-level function it calls
     kernelize.py     kernelize: one plan per class, validated before binding, the report
     trust.py         which orgs implicit (library-offered) mappings may load from
 

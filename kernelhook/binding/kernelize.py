@@ -17,6 +17,13 @@ any other instance ``forward`` kernelize did not set is kept and reported, or,
 with ``use_fallback=False``, refused. Every class is planned and validated
 before a module changes, so an error leaves the model as it was. Decisions are
 made once per class: a model of a thousand norms costs one lookup and one load.
+
+Functions: a module holding marked functions (``use_kernelized_func``) gets each
+function module rebound, as the ``kernels`` package does. A stock transformers class
+whose functions are plain functions (transformers without the ``kernels`` package)
+gets a class of its own whose forward runs with the kernel in place of the function
+it calls by name (functions.py); the module's globals are never changed. Both are
+reported with kind "function", as ``<module path>.<mapped name>``.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ from types import MethodType, ModuleType
 from typing import NamedTuple
 
 from ..errors import KernelImportError, KernelizeError, KernelLayerError
-from ..loading.api import load_kernel  # the loader's data path: imported with kernelize, not inside its first call
+from ..loading.api import (
+    load_kernel,  # the loader's data path: imported with kernelize, not inside its first call
+)
 from . import classes, mapping, trust
-from .known_layers import layer_name_of, marked_class
+from .functions import rebind
+from .known_layers import layer_name_of, marked_class, stock_functions_of
 from .layers import (
     FLAGS,
     KERNEL_FUNCS,
@@ -40,6 +50,7 @@ from .layers import (
     load_layer,
     validate_layer,
 )
+from .repositories import function_layer
 
 logger = logging.getLogger("kernelhook")
 
@@ -91,15 +102,31 @@ def kernelize_report(model) -> KernelizeReport | None:
 class _Plan:
     """What every module of one class gets: a kernel class, or a reason to keep its forward."""
 
-    __slots__ = ("layer_name", "kernel_class", "kernel", "reason", "modules", "condition")
+    __slots__ = ("layer_name", "kernel_class", "kernel", "reason", "modules", "condition", "functions",
+                 "functions_class")
 
-    def __init__(self, layer_name: str, condition=None):
-        self.layer_name = layer_name
+    def __init__(self, layer_name: str | None, condition=None):
+        self.layer_name = layer_name  # None: the class is no layer itself, only calls marked functions
         self.kernel_class: type | None = None  # the class of kernelhook's making that carries the layer's forward
         self.kernel: ModuleType | None = None
         self.reason = ""
         self.modules = 0
         self.condition = condition  # the kernels package's per-instance kernel_condition, if the class has one
+        self.functions: list[_FunctionPlan] = []  # stock functions its forward calls (transformers' own)
+        self.functions_class: type | None = None  # its forward, calling the function kernels chosen
+
+
+class _FunctionPlan:
+    """A module-level function a stock class's forward calls, and the kernel chosen for it (or why none)."""
+
+    __slots__ = ("name", "function_name", "layer_name", "kernel", "reason")
+
+    def __init__(self, name: str, function, layer_name: str):
+        self.name = name  # the global name the forward calls
+        self.function_name = getattr(function, "__name__", name)
+        self.layer_name = layer_name
+        self.kernel: ModuleType | None = None
+        self.reason = ""
 
 
 def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: bool = True):
@@ -107,7 +134,8 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
 
     Args:
         model: a torch.nn.Module; its marked submodules (``use_kernel_forward_from_hub``, the
-            kernels package's marks, stock transformers layers) get the kernel's forward.
+            kernels package's marks, stock transformers layers) get the kernel's forward, and marked
+            functions they call (``use_kernelized_func``, stock transformers attention) the function kernel.
         device: "npu", "cuda", "rocm", "xpu", "mps", "cpu" or a torch.device (default: the model's;
             a model on the meta device needs it).
         mode: ``Mode.INFERENCE`` or ``Mode.TRAINING``, optionally ``| Mode.TORCH_COMPILE``; by default
@@ -136,8 +164,7 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
     for path, module, kind in _candidates(model):  # plan and check everything before changing anything
         cls = classes.native_class(type(module))
         if cls not in plans:
-            name = layer_name_of(cls)
-            plans[cls] = None if name is None else _plan(cls, name, device_type, capability, mode, table, fallback)
+            plans[cls] = _class_plan(cls, device_type, capability, mode, table, fallback)
         if plans[cls] is not None:
             marked.append((path, module, kind, plans[cls], _foreign_forward(module, path, fallback)))
     report = KernelizeReport(device_type, mode)
@@ -169,14 +196,60 @@ def _mode_for(model, mode: Mode | None) -> Mode:
     return mode
 
 
+def _class_plan(cls, device_type, capability, mode, table, fallback: KernelizeFallback) -> _Plan | None:
+    """The plan for a class that is a marked layer, or whose forward calls marked stock functions; else None."""
+    name = layer_name_of(cls)
+    stock = stock_functions_of(cls)
+    if name is None and not stock:
+        return None
+    plan = _Plan(None) if name is None else _plan(cls, name, device_type, capability, mode, table, fallback)
+    if stock:
+        _plan_functions(plan, cls, stock, (device_type, capability, mode, table, fallback))
+    return plan
+
+
 def _plan(cls, layer_name, device_type, capability, mode, table, fallback: KernelizeFallback) -> _Plan:
     plan = _Plan(layer_name, condition=_condition_of(cls))
     owner = marked_class(cls)
     if owner is not None and owner is not cls and cls.forward is not owner.forward:
         reason = (f"{cls.__name__} overrides the forward of {owner.__name__}, the class marked {layer_name!r}; "
                   f"mark {cls.__name__} itself to give it a kernel")
-        return _keep(plan, reason, KernelizeFallback.ALL, None, logging.INFO)  # its own forward is the user's choice
-    selection = mapping.select(table, layer_name, device_type, capability, mode)
+        _keep(plan, reason, KernelizeFallback.ALL, None, logging.INFO)  # its own forward is the user's choice
+        return plan
+    chosen = _choose(plan, cls, device_type, capability, mode, table, fallback)
+    if chosen is not None:
+        layer, repo = chosen
+        plan.kernel_class = classes.kernel_class(cls, layer, repo.pinned(plan.kernel.__kernelhook__.commit))
+    return plan
+
+
+def _plan_functions(plan: _Plan, cls, stock: dict, context: tuple) -> None:
+    """Choose a kernel for each stock function the class's forward calls, and make the class that calls them."""
+    rows, replacements = [], {}
+    for name, (function, layer_name) in sorted(stock.items()):
+        row = _FunctionPlan(name, function, layer_name)
+        plan.functions.append(row)
+        if plan.kernel_class is not None:
+            row.reason = f"{cls.__name__}'s forward is the layer {plan.layer_name!r}'s, which does not call {name}"
+            continue
+        unreachable = None if rebind(cls.forward, {name: (function, function)}) is not None else (
+            f"{cls.__name__}.forward does not call {name} by name itself (another method does, or a wrapper "
+            f"holds it where kernelize cannot reach), so no kernel can stand in for it there")
+        chosen = _choose(row, function_layer(function), *context, unreachable=unreachable)
+        if chosen is not None:
+            layer, repo = chosen
+            spec = repo.pinned(row.kernel.__kernelhook__.commit)
+            rows.append(classes.FunctionKernel(name, layer_name, spec))
+            replacements[name] = (function, classes.kernel_callable(layer))
+    if replacements:
+        plan.functions_class = classes.function_kernel_class(cls, tuple(rows), replacements)
+
+
+def _choose(plan, replaced: type, device_type, capability, mode, table, fallback: KernelizeFallback,
+            unreachable: str | None = None):
+    """(layer class, repository) for ``plan.layer_name``, loaded into ``plan.kernel`` and checked against
+    ``replaced``; or None, with ``plan.reason`` saying why (or KernelizeError, when that case does not fall back)."""
+    selection = mapping.select(table, plan.layer_name, device_type, capability, mode)
     if isinstance(selection, mapping.NoSelection):
         return _keep(plan, selection.reason, fallback, selection.case, logging.INFO)
     repo = selection.repo
@@ -184,22 +257,25 @@ def _plan(cls, layer_name, device_type, capability, mode, table, fallback: Kerne
         reason = (f"{repo} comes from {selection.offered_by} and its org is not trusted; "
                   f"add it to KERNELHOOK_TRUSTED_ORGS, or register the mapping yourself")
         return _keep(plan, reason, fallback, KernelizeFallback.CANNOT_LOAD, logging.WARNING)
+    if unreachable:
+        return _keep(plan, f"{repo} is mapped, but {unreachable}", fallback, KernelizeFallback.CANNOT_LOAD,
+                     logging.WARNING)
     try:
-        layer, plan.kernel = load_layer(repo, load_kernel)
+        layer, kernel = load_layer(repo, load_kernel)
     except (KernelImportError, KernelLayerError) as exc:
-        reason = f"could not load {repo}: {exc}"
-        return _keep(plan, reason, fallback, KernelizeFallback.CANNOT_LOAD, logging.WARNING, exc)
-    unfit = validate_layer(layer, cls, repo, plan.kernel)  # a broken layer raises, fallback or not
+        return _keep(plan, f"could not load {repo}: {exc}", fallback, KernelizeFallback.CANNOT_LOAD, logging.WARNING,
+                     exc)
+    unfit = validate_layer(layer, replaced, repo, kernel)  # a broken layer raises, fallback or not
     if unfit:
-        reason = f"{unfit}. Fix: map a layer whose forward matches {cls.__name__}.forward, or no kernel for it"
+        reason = f"{unfit}. Fix: map a layer whose forward matches {replaced.__name__}.forward, or no kernel for it"
         return _keep(plan, reason, fallback, KernelizeFallback.CANNOT_LOAD, logging.WARNING)
-    _check_registered_mode(layer, layer_name, repo, selection.registered_for)
+    _check_registered_mode(layer, plan.layer_name, repo, selection.registered_for)
     unmet = _unmet_flags(layer, mode)
     if unmet:
         return _keep(plan, f"{repo} {unmet}, needed for {mode}", fallback, KernelizeFallback.NO_COMPATIBLE_MODE,
                      logging.INFO)
-    plan.kernel_class = classes.kernel_class(cls, layer, repo.pinned(plan.kernel.__kernelhook__.commit))
-    return plan
+    plan.kernel = kernel
+    return layer, repo
 
 
 def _check_registered_mode(layer: type, layer_name: str, repo, registered_for: Mode) -> None:
@@ -226,14 +302,15 @@ def _unmet_flags(layer: type, mode: Mode) -> str | None:
     return None
 
 
-def _keep(plan: _Plan, reason: str, fallback: KernelizeFallback, case: KernelizeFallback | None, level: int,
-          cause: Exception | None = None) -> _Plan:
-    """Keep the class's forward for this reason, or raise KernelizeError when ``case`` is not one that falls back."""
+def _keep(plan, reason: str, fallback: KernelizeFallback, case: KernelizeFallback | None, level: int,
+          cause: Exception | None = None) -> None:
+    """Keep the class's forward (or the function) for this reason, or raise KernelizeError when ``case`` is
+    not one that falls back."""
     if case is not None and case not in fallback:
         raise KernelizeError(f"kernelize: layer {plan.layer_name!r}: {reason}. (use_fallback={fallback!r})") from cause
     plan.reason = reason
     logger.log(level, "kernelize: %s keeps its own forward: %s", plan.layer_name, reason)
-    return plan
+    return None
 
 
 # -- instance-level forwards: whose are they? ---------------------------------------------------------
@@ -283,22 +360,34 @@ def _bind(module, path: str, kind: str, plan: _Plan, foreign: str | None, report
           debug: bool) -> None:
     native = classes.native_class(type(module))
     plan.modules += 1
-    chosen = plan.kernel_class
-    reason = plan.reason
+    chosen = plan.kernel_class or plan.functions_class
+    overruled = None
     if chosen is not None and foreign is not None:
-        chosen, reason = None, foreign
+        chosen, overruled = None, foreign
     elif chosen is not None and plan.condition is not None and not plan.condition(module):
-        chosen, reason = None, "its class's kernel_condition said no"
+        chosen, overruled = None, "its class's kernel_condition said no"
     _set_class(module, chosen or native)
-    if chosen is None:
-        report.kept.append(Kept(path, native.__name__, plan.layer_name, reason, kind))
+    if plan.layer_name is not None:
+        bound = chosen is not None and chosen is plan.kernel_class
+        _record(report, path, native.__name__, plan.layer_name, plan.kernel if bound else None,
+                overruled or plan.reason, kind, debug)
+    for row in plan.functions:
+        bound = chosen is not None and chosen is plan.functions_class and row.kernel is not None
+        _record(report, f"{path}.{row.layer_name}" if path else row.layer_name, row.function_name, row.layer_name,
+                row.kernel if bound else None, overruled or row.reason, "function", debug)
+
+
+def _record(report: KernelizeReport, path: str, what: str, layer_name: str, kernel: ModuleType | None,
+            reason: str, kind: str, debug: bool) -> None:
+    """One row of the report: bound to ``kernel``, or kept for ``reason``."""
+    if kernel is None:
+        report.kept.append(Kept(path, what, layer_name, reason, kind))
         return
-    origin = plan.kernel.__kernelhook__
-    report.bound.append(Bound(path, native.__name__, plan.layer_name, origin.repo_id, origin.commit, origin.variant,
-                              kind))
+    origin = kernel.__kernelhook__
+    report.bound.append(Bound(path, what, layer_name, origin.repo_id, origin.commit, origin.variant, kind))
     if debug:
-        logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", native.__name__,
-                     plan.layer_name, origin.repo_id, origin.commit[:12])
+        logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", what, layer_name, origin.repo_id,
+                     origin.commit[:12])
 
 
 def _set_class(module, cls: type) -> None:
@@ -316,10 +405,21 @@ def _set_class(module, cls: type) -> None:
 
 def _log_summary(plans: dict, device_type: str, mode: Mode) -> None:
     for cls, plan in plans.items():
-        if plan is not None and plan.kernel_class is not None:
-            origin = plan.kernel.__kernelhook__
-            logger.info("kernelize: %s -> %s@%s [%s] on %d %s module(s) (%s, %s)", plan.layer_name, origin.repo_id,
-                        origin.commit[:12], origin.variant, plan.modules, cls.__name__, device_type, mode)
+        if plan is None:
+            continue
+        if plan.kernel_class is not None:
+            _log_class(plan.layer_name, plan.kernel, plan.modules, cls.__name__, device_type, mode)
+        if plan.functions_class is not None:
+            for row in plan.functions:
+                if row.kernel is not None:
+                    _log_class(row.layer_name, row.kernel, plan.modules, f"{cls.__name__}.{row.name}", device_type,
+                               mode)
+
+
+def _log_class(layer_name: str, kernel: ModuleType, modules: int, where: str, device_type: str, mode: Mode) -> None:
+    origin = kernel.__kernelhook__
+    logger.info("kernelize: %s -> %s@%s [%s] on %d %s module(s) (%s, %s)", layer_name, origin.repo_id,
+                origin.commit[:12], origin.variant, modules, where, device_type, mode)
 
 
 def _device_type(model, device) -> str:

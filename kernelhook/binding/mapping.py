@@ -18,12 +18,20 @@ kernelhook's defaults, and any table an integration offers) are implicit: they
 never replace the user's, and kernelize loads them only from trusted orgs
 (trust.py). kernelhook offers one default: RMSNorm on ``npu`` from
 ``kernels-ext-npu/RMSNorm``, major version 1.
+
+Precedence is by who registered first, then by capability range and mode: for a
+layer on a device, the user's entries are tried first (narrowest capability range,
+then the modes in order), then each library's offer, the latest offer first. So a
+plain repository the user registers (Mode.FALLBACK) is used before an offered
+entry for Mode.INFERENCE. Offers are kept apart from the user's registrations, so
+withdrawing one brings back what it covered (an earlier offer's entries).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import threading
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -73,6 +81,7 @@ class Entry(NamedTuple):
 
     repo: object  # a repository (repositories.py)
     offered_by: str | None = None  # None: the user; else the library that offered it ("kernelhook's defaults")
+    rank: int = 0  # among offers, the later offer ranks higher and is tried first
 
 
 # layer name -> device type -> capability range (None: any) -> mode -> entry
@@ -84,7 +93,9 @@ DEFAULT_MAPPING = {"RMSNorm": {"npu": LayerRepository("kernels-ext-npu/RMSNorm",
 DEFAULTS_OFFERED_BY = "kernelhook's default mapping"
 
 _lock = threading.Lock()
-_base: Table = {}
+_base: Table = {}  # the user's process-wide registrations
+_offers: dict[str, tuple[int, list]] = {}  # library -> (rank, its entries); merged into snapshots
+_ranks = itertools.count(1)
 _scoped: contextvars.ContextVar[Table | None] = contextvars.ContextVar("kernelhook_mapping", default=None)
 
 
@@ -94,7 +105,8 @@ def register_kernel_mapping(mapping: dict, inherit_mapping: bool = True) -> None
     Args:
         mapping: ``{layer name: {device: repository or {Mode: repository}}}``; a device is a type
             (``"npu"``) or a ``Device``; a repository a ``LayerRepository`` or ``"org/repo[@rev]:Layer"``.
-        inherit_mapping: False drops what was registered before (in that block, or process-wide).
+        inherit_mapping: False drops what was registered before (in that block, or process-wide,
+            where the libraries' offers go too).
 
     Raises:
         TypeError, ValueError, InvalidKernelName: the mapping is malformed; nothing was changed.
@@ -105,41 +117,29 @@ def register_kernel_mapping(mapping: dict, inherit_mapping: bool = True) -> None
         _apply(scoped, entries, inherit_mapping)
         return
     with _lock:
+        if not inherit_mapping:
+            _offers.clear()
         _apply(_base, entries, inherit_mapping)
 
 
 def offer_kernel_mapping(mapping: dict, offered_by: str) -> None:
-    """Add a library's mapping process-wide, as implicit entries: they fill what the user has not
-    registered (replacing earlier offers), and kernelize loads them only from trusted orgs.
+    """Add a library's mapping process-wide, as implicit entries: they come after the user's
+    registrations and before earlier offers (offering again replaces the library's previous offer
+    and makes it the latest), and kernelize loads them only from trusted orgs.
 
     Raises the same errors as ``register_kernel_mapping``; nothing is changed then.
     """
     entries = _entries(mapping)
     with _lock:
-        _apply(_base, entries, inherit=True, offered_by=offered_by)
+        _offers.pop(offered_by, None)
+        _offers[offered_by] = (next(_ranks), entries)
 
 
 def withdraw_kernel_mapping(offered_by: str) -> None:
-    """Remove, process-wide, every entry ``offer_kernel_mapping`` added for ``offered_by``."""
+    """Remove, process-wide, what ``offer_kernel_mapping`` offered for ``offered_by``; the user's
+    entries and other libraries' offers stay. Withdrawing what was never offered does nothing."""
     with _lock:
-        for per_device in _base.values():
-            for ranges in per_device.values():
-                for modes in ranges.values():
-                    for mode in [m for m, entry in modes.items() if entry.offered_by == offered_by]:
-                        del modes[mode]
-        _prune(_base)
-
-
-def _prune(table: Table) -> None:
-    """Drop the levels left empty, so a withdrawn layer name or device reads as never mapped."""
-    for name, per_device in list(table.items()):
-        for device, ranges in list(per_device.items()):
-            for capability_range in [r for r, modes in ranges.items() if not modes]:
-                del ranges[capability_range]
-            if not ranges:
-                del per_device[device]
-        if not per_device:
-            del table[name]
+        _offers.pop(offered_by, None)
 
 
 @contextlib.contextmanager
@@ -161,7 +161,19 @@ def snapshot() -> Table:
     if scoped is not None:
         return _copy(scoped)
     with _lock:
-        return _copy(_base)
+        table: Table = {}
+        for offered_by, (rank, entries) in _offers.items():
+            _apply(table, entries, inherit=True, offered_by=offered_by, rank=rank)
+        _overlay(table, _base)
+        return table
+
+
+def _overlay(table: Table, user: Table) -> None:
+    """Put the user's entries over the offered ones, slot by slot."""
+    for name, per_device in user.items():
+        for device, ranges in per_device.items():
+            for capability_range, modes in ranges.items():
+                table.setdefault(name, {}).setdefault(device, {}).setdefault(capability_range, {}).update(modes)
 
 
 class Selection(NamedTuple):
@@ -178,7 +190,9 @@ class NoSelection(NamedTuple):
 
 
 def select(table: Table, layer_name: str, device: str, capability: int | None, mode: Mode) -> Selection | NoSelection:
-    """The repository for a layer on a device in a mode, or why there is none."""
+    """The repository for a layer on a device in a mode, or why there is none: the user's entries
+    first, then each offer's, the latest first (within each, the narrowest capability range that
+    holds the device, then the modes in MODE_PRIORITY's order)."""
     per_device = table.get(layer_name)
     if per_device is None:
         return NoSelection(f"no mapping for the layer name {layer_name!r}", KernelizeFallback.NO_LAYER)
@@ -186,16 +200,35 @@ def select(table: Table, layer_name: str, device: str, capability: int | None, m
     if not ranges:
         mapped = ", ".join(sorted(per_device)) or "nothing"
         return NoSelection(f"no mapping for {layer_name!r} on {device} (mapped on: {mapped})", KernelizeFallback.NO_DEVICE)
-    modes = _narrowest(ranges, capability)
-    if modes is None:
+    covered = {}
+    for tier in _tiers(ranges):
+        modes = _narrowest(_of_tier(ranges, tier), capability)
+        if modes is None:
+            continue
+        covered.update(modes)
+        for wanted in MODE_PRIORITY[mode]:
+            if wanted in modes:
+                entry = modes[wanted]
+                return Selection(entry.repo, wanted, entry.offered_by)
+    if not covered:
         return NoSelection(f"no mapping for {layer_name!r} on {device} covers compute capability {capability}",
                            KernelizeFallback.NO_COMPATIBLE_PROPERTIES)
-    for wanted in MODE_PRIORITY[mode]:
-        if wanted in modes:
-            entry = modes[wanted]
-            return Selection(entry.repo, wanted, entry.offered_by)
-    return NoSelection(f"no mapping for {layer_name!r} on {device} serves {mode} (registered: {_mode_names(modes)})",
+    return NoSelection(f"no mapping for {layer_name!r} on {device} serves {mode} (registered: {_mode_names(covered)})",
                        KernelizeFallback.NO_COMPATIBLE_MODE)
+
+
+def _tiers(ranges: dict) -> list[tuple[bool, int]]:
+    """Who registered entries here, in the order they are tried: the user, then offers, latest first."""
+    return sorted({_tier(entry) for modes in ranges.values() for entry in modes.values()})
+
+
+def _tier(entry: Entry) -> tuple[bool, int]:
+    return (entry.offered_by is not None, -entry.rank)
+
+
+def _of_tier(ranges: dict, tier: tuple[bool, int]) -> dict:
+    own = {r: {m: e for m, e in modes.items() if _tier(e) == tier} for r, modes in ranges.items()}
+    return {r: modes for r, modes in own.items() if modes}
 
 
 def _narrowest(ranges: dict, capability: int | None) -> dict | None:
@@ -231,15 +264,14 @@ def _modes(layer_name: str, value) -> dict[Mode, LayerRepository]:
     return modes
 
 
-def _apply(table: Table, entries, inherit: bool, offered_by: str | None = None) -> None:
+def _apply(table: Table, entries, inherit: bool, offered_by: str | None = None, rank: int = 0) -> None:
     if not inherit:
         table.clear()
     for layer_name, device, modes in entries:
         by_range = table.setdefault(layer_name, {}).setdefault(device.type, {})
         registered = by_range.setdefault(device.capability_range, {})
         for mode, repo in modes.items():  # adds modes, never drops others
-            if offered_by is None or registered.get(mode, Entry(repo, offered_by)).offered_by is not None:
-                registered[mode] = Entry(repo, offered_by)  # an offer never replaces the user's entry
+            registered[mode] = Entry(repo, offered_by, rank)
 
 
 def _copy(table: Table) -> Table:

@@ -392,6 +392,7 @@ def function_module_class(func) -> type:
     forward.__signature__ = signature.replace(parameters=[self_param, *signature.parameters.values()])
     name = getattr(func, "__name__", "function")
     forward.__qualname__ = f"{name}.forward"
+    forward.__wrapped__ = func  # what kernelize puts in place of a stock function (classes.kernel_callable)
     forward.__module__ = getattr(func, "__module__", None)
     return type(name, (nn.Module,), {
         "forward": forward,
