@@ -1,15 +1,18 @@
 """kernelhook's main job, end to end, with no internet.
 
-1. Publishes the kernel repos under examples/kernels/ (RMSNorm, a layer; rotary, a function)
-   with `kernelhook publish` to a Hub-compatible server on 127.0.0.1 (real git history: the branch v1).
+1. Publishes the kernel repos under examples/kernels/ (RMSNorm, a layer; rotary, a function;
+   attention, flash-attn's conventions) with `kernelhook publish` to a Hub-compatible server on
+   127.0.0.1 (real git history: the branch v1).
 2. Imports `kernels_hub.kernels_ext_npu.RMSNorm` through the import hook.
 3. Prints what it loaded: repo, commit, build variant, module name, cache folder,
    and checks the kernel against plain PyTorch.
 4. Imports it again, pinned to that commit, in a fresh interpreter: zero requests; loads the
    rotary function kernel and checks it against transformers' own apply_rotary_pos_emb.
-5. Builds a tiny Qwen3 from a config (transformers, no weights download), kernelizes it
-   for the best device present (npu, then cuda, then cpu), checks the logits against the
-   unkernelized model and prints what was bound where, with time per forward before and after.
+5. Builds a tiny Qwen3 from a config (transformers, no weights download), saves it, and loads it
+   again the way transformers users ask for kernels: `from_pretrained(..., use_kernels=True,
+   attn_implementation=<the attention kernel>)` after `kernelhook.transformers.enable()`, for the
+   best device present (npu, then cuda, then cpu); checks the logits against the plain model and
+   prints what was bound where (norms, the rotary function, attention), with time per forward.
 
 Run: python examples/demo.py [--cache DIR]
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO_ID = "kernels-ext-npu/RMSNorm"
 ROTARY_ID = "kernels-ext-npu/rotary"
+ATTENTION_ID = "kernels-ext-npu/attention"
 
 
 def publish(folder: str, repo_id: str) -> str:
@@ -57,9 +61,9 @@ def main() -> int:
             commit = publish("RMSNorm", REPO_ID)
             print(f"kernelhook publish examples/kernels/RMSNorm --repo {REPO_ID} --version 1\n"
                   f"  -> local Hub at {hub.url}, branch v1 at {commit}")
-            rotary_commit = publish("rotary", ROTARY_ID)
-            print(f"kernelhook publish examples/kernels/rotary --repo {ROTARY_ID} --version 1\n"
-                  f"  -> branch v1 at {rotary_commit}")
+            for folder, repo_id in (("rotary", ROTARY_ID), ("attention", ATTENTION_ID)):
+                print(f"kernelhook publish examples/kernels/{folder} --repo {repo_id} --version 1\n"
+                      f"  -> branch v1 at {publish(folder, repo_id)}")
 
             hub.clear_requests()
             import kernels_hub.kernels_ext_npu.RMSNorm  # noqa: F401  (the import hook at work)
@@ -88,7 +92,7 @@ def main() -> int:
             print(f"\nFresh interpreter, pinned @{commit[:12]}: {warm.stdout.strip()} "
                   f"({len(hub.requests)} HTTP requests, warm)")
             check_rotary()
-            return kernelize_qwen3()
+            return use_kernels_on_qwen3(os.path.join(work, "qwen3"))
 
 
 def best_device() -> str:
@@ -99,48 +103,61 @@ def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def kernelize_qwen3() -> int:
+def use_kernels_on_qwen3(folder: str) -> int:
     import time
 
     import torch
     import transformers
 
     import kernelhook
+    import kernelhook.transformers
 
+    transformers.utils.logging.disable_progress_bar()  # saving and loading a tiny model needs no bars
     device = best_device()
-    if device != "npu":  # kernelhook ships the npu mapping; on other devices, the user maps RMSNorm
-        kernelhook.register_kernel_mapping({"RMSNorm": {device: f"{REPO_ID}@v1:RMSNorm"}})
+    mapping = {"rotary_pos_emb": {device: kernelhook.FuncRepository(ROTARY_ID, func_name="apply_rotary_pos_emb",
+                                                                     version=1)}}
+    if device != "npu":  # kernelhook ships the npu mapping for RMSNorm; on other devices, the user maps it
+        mapping["RMSNorm"] = {device: f"{REPO_ID}@v1:RMSNorm"}
+    kernelhook.register_kernel_mapping(mapping)
     config = transformers.Qwen3Config(vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, head_dim=64)
     torch.manual_seed(0)
-    model = transformers.Qwen3ForCausalLM(config).to(device).eval()
+    transformers.Qwen3ForCausalLM(config).save_pretrained(folder)
+    plain = transformers.Qwen3ForCausalLM.from_pretrained(folder, attn_implementation="sdpa").to(device).eval()
+
+    kernelhook.transformers.enable()  # use_kernels=True now kernelizes through kernelhook
+    attention = kernelhook.transformers.register_attention(ATTENTION_ID)
+    model = transformers.Qwen3ForCausalLM.from_pretrained(folder, use_kernels=True, attn_implementation=attention)
+    model = model.to(device).eval()  # eval() kernelizes again, for INFERENCE, on the device it now sits on
     ids = torch.randint(0, config.vocab_size, (2, 64), device=device)
 
-    def per_forward_ms() -> float:
+    def per_forward_ms(which) -> tuple[float, torch.Tensor]:
         with torch.no_grad():
-            model(ids)  # warm up
+            which(ids)  # warm up
             start = time.perf_counter()
             for _ in range(10):
-                logits = model(ids).logits
+                logits = which(ids).logits
             if device == "cuda":
                 torch.cuda.synchronize()
-        per_forward_ms.logits = logits
-        return (time.perf_counter() - start) * 100
+        return (time.perf_counter() - start) * 100, logits
 
-    before_ms = per_forward_ms()
-    before = per_forward_ms.logits
-    kernelhook.kernelize(model, device=device)
-    after_ms = per_forward_ms()
-    error = (per_forward_ms.logits - before).abs().max().item()
+    before_ms, before = per_forward_ms(plain)
+    after_ms, after = per_forward_ms(model)
+    error = (after - before).abs().max().item()
     report = kernelhook.kernelize_report(model)
-    print(f"\nkernelize(tiny Qwen3ForCausalLM, device={device!r}): {len(report.bound)} modules bound")
+    print(f"\nkernelhook.transformers.enable(); from_pretrained(tiny Qwen3, use_kernels=True, "
+          f"attn_implementation={attention!r})")
+    print(f"  kernelize for {report.device}, {report.mode}: {len(report.bound)} modules bound")
     print(f"  {'module':<42} {'kernel':<40} variant")
     for bound in report.bound:
         print(f"  {bound.module:<42} {bound.repo + '@' + bound.commit[:12]:<40} {bound.variant}")
-    print(f"  time per forward: {before_ms:.2f} ms before, {after_ms:.2f} ms after; "
+    print(f"  {'attention (every layer)':<42} {ATTENTION_ID:<40} "
+          f"{kernelhook.origin(kernelhook.get_kernel(ATTENTION_ID, version=1)).variant}")
+    print(f"  time per forward: {before_ms:.2f} ms plain (sdpa), {after_ms:.2f} ms with kernels; "
           f"logits max abs difference {error:.1e}")
-    if not report.bound or error > 1e-3:
-        print("kernelize did not bind the kernel, or changed the logits", file=sys.stderr)
+    kernelhook.transformers.disable()
+    if not report.bound or error > 1e-4:
+        print("kernelize did not bind the kernels, or changed the logits", file=sys.stderr)
         return 1
     return 0
 
