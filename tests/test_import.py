@@ -4,6 +4,7 @@ repo types, name mapping, variant choice, side-by-side versions."""
 import importlib
 import sys
 import threading
+import types
 
 import pytest
 
@@ -186,3 +187,47 @@ def test_unknown_kernel_is_module_not_found(env, system):
 def test_kernel_repo_type_is_tried_before_model(env, system, hub):
     kernelhook.get_kernel(RELU)
     assert hub.requests[0].path == "/api/kernels/kernels-community/relu/refs"
+
+
+# A kernel that reports to a gate the test puts in sys.modules, then waits there until released:
+# while it waits it is half executed (no VERSION yet), which no other importer may ever see.
+GATE = "kernelhook_tests_gate"
+GATED_INIT = f"""\
+import sys
+_gate = sys.modules[{GATE!r}]
+_gate.executions.append(__name__)
+_gate.started.set()
+_gate.release.wait(60)  # bounded: the test releases it
+from . import layers
+VERSION = "1.0"
+"""
+WAIT_S = 60  # bound on every wait for a thread; far above what a healthy run needs
+
+
+def test_a_failing_import_never_removes_the_org_namespace_another_thread_is_importing_under(
+        env, system, hub, monkeypatch):
+    repo = "acme/gated-org"
+    hub.create_repo(repo)
+    hub.commit(repo, {"build/torch-universal/__init__.py": GATED_INIT,
+                      "build/torch-universal/layers.py": "class ReLU:\n    pass\n"})
+    gate = types.SimpleNamespace(executions=[], started=threading.Event(), release=threading.Event())
+    monkeypatch.setitem(sys.modules, GATE, gate)
+    seen: list = []
+
+    def work() -> None:
+        try:
+            seen.append(importlib.import_module("kernels_hub.acme.gated_org").VERSION)
+        except BaseException as exc:  # reported below
+            seen.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        assert gate.started.wait(WAIT_S), "the import never started executing the kernel"
+        with pytest.raises(NoCompatibleVariantError):  # the same org, meanwhile: a failure that cleans up
+            importlib.import_module("kernels_hub.acme.cuda_only")
+    finally:
+        gate.release.set()
+        thread.join(WAIT_S)
+    assert seen == ["1.0"]
+    assert sys.modules["kernels_hub.acme"].gated_org is sys.modules["kernels_hub.acme.gated_org"]
