@@ -12,8 +12,8 @@ sys.path. A failed import leaves no entry behind in sys.modules.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.machinery
-import importlib.util
 import re
 import sys
 import threading
@@ -41,17 +41,6 @@ class KernelOrigin(NamedTuple):
         return f"{self.repo_id}@{self.commit[:12]} [{self.variant}] from {self.package}"
 
 
-_locks_guard = threading.Lock()
-_locks: dict[str, threading.RLock] = {}
-
-
-def _lock_for(name: str) -> threading.RLock:
-    # One lock per content module: two threads never execute the same kernel twice,
-    # and kernels that import other kernels never wait on an unrelated lock.
-    with _locks_guard:
-        return _locks.setdefault(name, threading.RLock())
-
-
 def content_module_name(digest: str, package: Path, tree: Path) -> str:
     relative = package.relative_to(tree).as_posix()
     return CONTENT_PREFIX + hashlib.sha256(f"{digest}:{relative}".encode()).hexdigest()[:24]
@@ -65,21 +54,14 @@ def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
         digest: the tree's content digest, from which the module's name derives.
 
     Returns:
-        The module ``_kernelhook_<digest...>``, already in sys.modules; the same object on every call.
+        The module ``_kernelhook_<digest...>``, already in sys.modules, fully executed; the same
+        object on every call. A thread asking while another executes it waits, as for any import.
 
     Raises:
         KernelLoadError: executing the package raised; nothing is left in sys.modules.
     """
     name = content_module_name(digest, origin_without_name.package, origin_without_name.tree)
-    existing = sys.modules.get(name)
-    if existing is not None:
-        return existing
-    with _lock_for(name):
-        existing = sys.modules.get(name)
-        if existing is not None:
-            return existing
-        origin = origin_without_name._replace(module_name=name)
-        return execute_package(name, origin.package, origin)
+    return execute_package(name, origin_without_name.package, origin_without_name._replace(module_name=name))
 
 
 class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
@@ -92,6 +74,9 @@ class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
 
 _STORE_TREE = re.compile(r"[/\\]v1[/\\]trees[/\\][0-9a-f]{64}(?:[/\\]|$)")
 _hook_lock = threading.Lock()
+# content module name -> (package folder, origin): what _ContentFinder makes a spec of. Kept for the
+# process: a thread still waiting to import a name must find it even after another's import failed.
+_packages: dict[str, tuple[Path, KernelOrigin | None]] = {}
 
 
 def _store_path_hook(path: str):
@@ -105,14 +90,13 @@ def _store_path_hook(path: str):
     )
 
 
-def _install_path_hook() -> None:
-    with _hook_lock:
-        if _store_path_hook not in sys.path_hooks:
-            sys.path_hooks.insert(0, _store_path_hook)
-
-
 def execute_package(name: str, package: Path, origin: KernelOrigin | None = None) -> ModuleType:
-    """Execute the package folder ``package`` as the module ``name`` (``kernelhook check`` uses it too).
+    """Import the package folder ``package`` as the module ``name`` (``kernelhook check`` uses it too).
+
+    The import system does the work, so its per-module locks apply: a thread importing a
+    module another thread is still executing waits for it, the executing thread itself (a
+    kernel importing itself or its submodules) gets the module as it stands, and a cycle of
+    threads waiting on each other is broken rather than hung.
 
     Returns:
         The module, in sys.modules, with ``__kernelhook__`` set to ``origin``.
@@ -121,29 +105,70 @@ def execute_package(name: str, package: Path, origin: KernelOrigin | None = None
         KernelLoadError: the package raised while executing (the exception is its ``__cause__``);
             nothing of it is left in sys.modules.
     """
-    _install_path_hook()
-    init = package / "__init__.py"
-    spec = importlib.util.spec_from_file_location(
-        name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(package)]
-    )
-    if spec is None or spec.loader is None:
-        raise KernelLoadError(f"{origin or package}: cannot make a module of {init}")
-    module = importlib.util.module_from_spec(spec)
-    module.__kernelhook__ = origin
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        forget(name)
-        if isinstance(exc, Exception):
-            where = f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else str(package)
+    _install_hooks()
+    with _hook_lock:
+        _packages[name] = (package, origin)
+    return importlib.import_module(name)
+
+
+class _ContentFinder:
+    """Finds ``_kernelhook_*`` modules, and only those ``execute_package`` was given a folder for.
+
+    Duck-typed like importlib.abc.MetaPathFinder (importing importlib.abc costs ~6 ms).
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        found = _packages.get(fullname) if path is None else None
+        if found is None:
+            return None
+        package, origin = found
+        init = str(package / "__init__.py")
+        spec = importlib.machinery.ModuleSpec(
+            fullname, _PackageLoader(fullname, init, origin), origin=init, is_package=True
+        )
+        spec.submodule_search_locations = [str(package)]
+        spec.has_location = True  # so the module gets __file__ and __cached__
+        return spec
+
+    def __repr__(self) -> str:
+        return "<kernelhook finder for kernel packages in the store>"
+
+
+class _PackageLoader(_StoreSourceLoader):
+    """A kernel package's ``__init__.py``, executed with ``__kernelhook__`` already set."""
+
+    def __init__(self, fullname: str, path: str, origin: KernelOrigin | None):
+        super().__init__(fullname, path)
+        self.origin = origin
+
+    def exec_module(self, module):
+        module.__kernelhook__ = self.origin
+        try:
+            super().exec_module(module)
+        except BaseException as exc:
+            # Here, not around the import: only the thread that executed the kernel may clean up after it.
+            forget(module.__name__)
+            if not isinstance(exc, Exception):
+                raise
+            origin = self.origin
+            where = f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else str(Path(self.path).parent)
             raise KernelLoadError(
                 f"{where}: executing the kernel failed: {type(exc).__name__}: {exc}. Nothing was left in "
                 f"sys.modules. Fix: see the traceback above this error; a missing dependency of the kernel "
                 f"must be installed."
             ) from exc
-        raise
-    return module
+
+
+_content_finder = _ContentFinder()
+
+
+def _install_hooks() -> None:
+    with _hook_lock:
+        if _store_path_hook not in sys.path_hooks:
+            sys.path_hooks.insert(0, _store_path_hook)
+        if _content_finder not in sys.meta_path:
+            # First: no folder on sys.path may answer for a content-derived name.
+            sys.meta_path.insert(0, _content_finder)
 
 
 def forget(name: str) -> None:
