@@ -11,6 +11,8 @@ Layout (``v1/`` is the format version)::
         commits/<sha>/listing.json     the build/ listing at that commit (immutable)
         commits/<sha>/variants/<v>     (repo, commit, variant) -> tree digest
     names/<typed org>/<typed repo>.json  how a typed name mapped to a Hub repo
+    verified/<digest>/<key>.json       that tree's files and folders as they were (stat) when
+                                       they last matched the lock entry <key> names
     locks/, tmp/
 
 Correctness never depends on the locks (NFS and Lustre lie about them): every
@@ -173,6 +175,19 @@ class Store:
 
     def remember_variant_tree(self, repo: RepoAddress, commit: str, variant: str, digest: str) -> None:
         self.write_text(f"{self._repo_dir(repo)}/commits/{commit}/variants/{variant}", digest)
+
+    def verification(self, digest: str, key: str) -> dict | None:
+        """What ``remember_verification`` kept for the tree ``digest`` and the lock entry ``key``, or None."""
+        found = self.read_json(f"verified/{digest}/{key}.json")
+        return found if isinstance(found, dict) else None
+
+    def remember_verification(self, digest: str, key: str, record: dict) -> None:
+        """Keep a record that the tree ``digest`` matched the lock entry ``key`` (lockfile.py says what
+        it holds). A cache that cannot be written keeps none: each process then hashes again."""
+        self.write_json(f"verified/{digest}/{key}.json", record)
+
+    def verifications_path(self, digest: str) -> Path:
+        return self.root / "verified" / digest
 
     # -- writing (atomic) ------------------------------------------------------------
 

@@ -116,7 +116,7 @@ def cmd_download(args):
             placed = [fetch.place_variant(resolved, store, current_system())]
         for p in placed:
             if locked is not None:
-                lockfile.check_tree(locked, p.variant, p.tree)  # the bytes the lock names, or an error
+                lockfile.check_tree(locked, p.variant, p.tree, store)  # the bytes the lock names, or an error
             rows.append({"repo": resolved.repo.repo_id, "commit": resolved.commit, "variant": p.variant,
                          "tree": str(p.tree)})
     text = "\n".join(f"{r['repo']}@{r['commit'][:12]} [{r['variant']}] -> {r['tree']}" for r in rows)

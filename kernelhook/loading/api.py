@@ -54,7 +54,7 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     system = system if system is not None else current_system()
     resolved = resolve(name, store)
     placed = place_variant(resolved, store, system)
-    _check_against_lockfile(resolved, placed)
+    _check_against_lockfile(resolved, placed, store)
     where = f"{resolved.repo}@{resolved.commit[:12]} [{placed.variant}] at {placed.tree}"
     package = find_package(placed.tree, resolved.repo.repo_id.split("/")[1], where)
     origin = KernelOrigin(
@@ -66,9 +66,9 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     return module
 
 
-def _check_against_lockfile(resolved: Resolved, placed: PlacedVariant) -> None:
-    """A locked commit's files are hashed against the lock before any of them executes."""
+def _check_against_lockfile(resolved: Resolved, placed: PlacedVariant, store: Store) -> None:
+    """A locked commit's files are checked against the lock before any of them executes."""
     lock = lockfile.lock_in_effect()
     locked = lock.find([resolved.repo.repo_id]) if lock is not None else None
     if locked is not None and locked.commit == resolved.commit:
-        lockfile.check_tree(locked, placed.variant, placed.tree)
+        lockfile.check_tree(locked, placed.variant, placed.tree, store)
