@@ -26,8 +26,6 @@ and each public name below is imported on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .errors import (
     CacheError,
     DownloadError,
@@ -47,6 +45,9 @@ from .errors import (
     RevisionNotFoundError,
 )
 
+# typing.TYPE_CHECKING without importing typing (~2 ms of `import kernels_hub` when torch has not
+# imported it yet); type checkers take any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on use
     from .binding.kernelize import Bound, Kept, KernelizeReport, kernelize, kernelize_report
     from .binding.layers import LayerRepository, Mode, use_kernel_forward_from_hub
