@@ -37,7 +37,6 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from ..errors import CacheError
-from ..files import write_atomic
 from ..repo import RepoAddress
 
 logger = logging.getLogger("kernelhook")
@@ -206,6 +205,8 @@ class Store:
             logger.debug("not remembered: %s", exc)
 
     def _write_atomic(self, target: Path, data: bytes) -> None:
+        from ..files import write_atomic  # here, not at the top: a warm load writes nothing
+
         try:
             write_atomic(target, data)
         except OSError as exc:

@@ -28,7 +28,7 @@ from ..loading import fetch
 from ..loading.names import parse_repo_id
 from ..loading.resolve import resolve
 from ..platform import candidate_patterns, current_system
-from ..project import nearest
+from ..project import LOCK_NAME, nearest
 from ..repo import RepoAddress, Resolved
 from .check import check_repo
 from .publish import publish
@@ -132,7 +132,7 @@ def cmd_lock(args):
         variants = lockfile.variants_from_listing(fetch.listing_of(resolved, store))
         locked.append(lockfile.LockedKernel(resolved.repo.repo_id, resolved.repo.repo_type, revision,
                                             resolved.commit, variants))
-    target = pyproject.parent / lockfile.LOCK_NAME
+    target = pyproject.parent / LOCK_NAME
     write_atomic(target, lockfile.render(locked).encode())
     data = {"lockfile": str(target), "kernels": [
         {"repo": k.repo_id, "revision": k.revision, "commit": k.commit, "variants": sorted(k.variants)} for k in locked]}

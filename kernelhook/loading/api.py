@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from ..cache import lockfile
 from ..cache.store import Store
 from ..platform import SystemInfo, current_system
+from ..project import lockfile_in_effect
 from ..repo import Resolved, find_package
 from .fetch import PlacedVariant, place_variant
 from .loader import KernelOrigin, load
@@ -68,7 +68,11 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
 
 def _check_against_lockfile(resolved: Resolved, placed: PlacedVariant, store: Store) -> None:
     """A locked commit's files are checked against the lock before any of them executes."""
-    lock = lockfile.lock_in_effect()
-    locked = lock.find([resolved.repo.repo_id]) if lock is not None else None
+    path = lockfile_in_effect()
+    if path is None:
+        return
+    from ..cache import lockfile  # here, not at the top: without a lockfile a load never needs it
+
+    locked = lockfile.lock_at(path).find([resolved.repo.repo_id])
     if locked is not None and locked.commit == resolved.commit:
         lockfile.check_tree(locked, placed.variant, placed.tree, store)

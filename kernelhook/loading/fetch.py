@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from .. import hub
 from ..cache.store import Store, cache_error, check_relative_path
@@ -22,9 +21,8 @@ from ..errors import (
     NoCompatibleVariantError,
     RevisionNotFoundError,
 )
-from ..files import hash_stream
 from ..platform import SystemInfo, candidate_patterns, choose_variant, parse_variant, rank_variants
-from ..repo import Resolved, split_build_path
+from ..repo import ListingEntry, Resolved, split_build_path
 
 logger = logging.getLogger("kernelhook")
 
@@ -32,13 +30,14 @@ logger = logging.getLogger("kernelhook")
 MAX_FILE_BYTES = int(os.environ.get("KERNELHOOK_MAX_FILE_BYTES", str(64 * 1024**3)))
 
 
-class PlacedVariant(NamedTuple):
-    """A variant whose files are all in the store."""
+class PlacedVariant:
+    """A variant whose files are all in the store: the ``resolved`` repo and commit, the ``variant``'s
+    name, its tree ``digest`` and the ``tree`` folder (a Path)."""
 
-    resolved: Resolved
-    variant: str
-    digest: str
-    tree: Path
+    __slots__ = ("resolved", "variant", "digest", "tree")
+
+    def __init__(self, resolved: Resolved, variant: str, digest: str, tree: Path):
+        self.resolved, self.variant, self.digest, self.tree = resolved, variant, digest, tree
 
 
 def place_variant(resolved: Resolved, store: Store, system: SystemInfo) -> PlacedVariant:
@@ -60,7 +59,7 @@ def rank_for(resolved: Resolved, store: Store, system: SystemInfo):
     return rank_variants(_variant_names(_listing(resolved, store)), system)
 
 
-def listing_of(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+def listing_of(resolved: Resolved, store: Store) -> list[ListingEntry]:
     return _listing(resolved, store)
 
 
@@ -84,7 +83,7 @@ def _is_variant(name: str) -> bool:
     return True
 
 
-def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+def _listing(resolved: Resolved, store: Store) -> list[ListingEntry]:
     """The build/ listing at a commit: immutable, so fetched once and kept."""
     cached = store.load_listing(resolved.repo, resolved.commit)
     if cached is None:
@@ -92,10 +91,10 @@ def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
             cached = store.load_listing(resolved.repo, resolved.commit)
             if cached is None:
                 return _fetch_listing(resolved, store)
-    return [hub.ListingEntry.from_json(entry) for entry in cached]
+    return [ListingEntry.from_json(entry) for entry in cached]
 
 
-def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+def _fetch_listing(resolved: Resolved, store: Store) -> list[ListingEntry]:
     try:
         listing = hub.list_build(resolved.repo, resolved.commit)
     except hub.RevisionMissing as exc:  # a commit pin the repo does not have
@@ -118,11 +117,11 @@ def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
     return listing
 
 
-def _variant_names(listing: list[hub.ListingEntry]) -> list[str]:
+def _variant_names(listing: list[ListingEntry]) -> list[str]:
     return sorted({split[0] for entry in listing if (split := split_build_path(entry.path))})
 
 
-def _variant_files(listing: list[hub.ListingEntry], variant: str) -> dict[str, hub.ListingEntry]:
+def _variant_files(listing: list[ListingEntry], variant: str) -> dict[str, ListingEntry]:
     """{path below the variant folder: entry}, each path refused unless it stays inside the folder."""
     files = {}
     for entry in listing:
@@ -132,7 +131,7 @@ def _variant_files(listing: list[hub.ListingEntry], variant: str) -> dict[str, h
     return files
 
 
-def _ensure_object(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
+def _ensure_object(resolved: Resolved, store: Store, entry: ListingEntry) -> str:
     """The sha256 of an entry's content, downloading and verifying it if the store lacks it."""
     known = _known_sha256(store, entry)
     if known is not None:
@@ -144,18 +143,20 @@ def _ensure_object(resolved: Resolved, store: Store, entry: hub.ListingEntry) ->
         return _download_verified(resolved, store, entry)
 
 
-def _known_sha256(store: Store, entry: hub.ListingEntry) -> str | None:
+def _known_sha256(store: Store, entry: ListingEntry) -> str | None:
     sha256 = entry.lfs_sha256 or store.sha256_of_git_blob(entry.git_oid)
     return sha256 if sha256 and store.object_path(sha256).is_file() else None
 
 
-def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
+def _download_verified(resolved: Resolved, store: Store, entry: ListingEntry) -> str:
     repo, commit = resolved.repo, resolved.commit
     if entry.size > MAX_FILE_BYTES:
         raise DownloadError(
             f"{repo}@{commit[:12]}: {entry.path} is listed at {entry.size} bytes, over the limit of {MAX_FILE_BYTES}; "
             f"refused without downloading. Fix: if this kernel is trusted, raise KERNELHOOK_MAX_FILE_BYTES."
         )
+    from ..files import hash_stream  # here, not at the top: a warm load downloads nothing
+
     for attempt in (1, 2):  # bytes that do not match may be a passing fault (a proxy, a cut): one more try
         handle, temp = store.temp_file()
         try:
@@ -189,7 +190,7 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
     return sha256
 
 
-def _mismatch(entry: hub.ListingEntry, size: int, sha256: str, git_oid: str) -> str | None:
+def _mismatch(entry: ListingEntry, size: int, sha256: str, git_oid: str) -> str | None:
     if size != entry.size:
         return f"expected {entry.size} bytes, got {size}"
     if entry.lfs_sha256 is not None and sha256 != entry.lfs_sha256:
