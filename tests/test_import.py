@@ -2,6 +2,9 @@
 repo types, name mapping, variant choice, side-by-side versions."""
 
 import importlib
+import importlib.util
+import os
+import py_compile
 import sys
 import threading
 import time
@@ -345,3 +348,17 @@ def test_a_failing_import_never_removes_the_org_namespace_another_thread_is_impo
         thread.join(WAIT_S)
     assert seen == ["1.0"]
     assert sys.modules["kernels_hub.acme"].gated_org is sys.modules["kernels_hub.acme.gated_org"]
+
+
+def test_bytecode_beside_a_kernels_source_in_the_store_is_never_run(env, system, tmp_path):
+    relu = importlib.import_module("kernels_hub.kernels_community.relu")
+    source = kernelhook.origin(relu).tree / "lazy.py"
+    # A .pyc that the import system would take for lazy.py's: same size and mtime in its header, other code.
+    impostor = tmp_path / "lazy.py"
+    impostor.write_text(source.read_text().replace("True", "'bc'"))
+    assert impostor.stat().st_size == source.stat().st_size
+    os.utime(impostor, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+    py_compile.compile(str(impostor), cfile=importlib.util.cache_from_source(str(source)), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+    lazy = importlib.import_module("kernels_hub.kernels_community.relu.lazy")
+    assert lazy.LOADED_LAZILY is True

@@ -65,11 +65,14 @@ def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
 
 
 class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
-    """Reads kernel sources from the store like any source file, but never writes
-    __pycache__ there: trees are immutable content, and may be read-only or shared."""
+    """Runs kernel sources from the store, compiled from the source every time: no __pycache__ is
+    read or written there. Trees are immutable content and may be read-only or shared, and only
+    their sources are verified (by the store's hashes and the lockfile): bytecode found beside
+    them could run code nothing checked."""
 
-    def set_data(self, path, data, *, _mode=0o666):
-        pass
+    def get_code(self, fullname):
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
 
 
 _STORE_TREE = re.compile(r"[/\\]v1[/\\]trees[/\\][0-9a-f]{64}(?:[/\\]|$)")
