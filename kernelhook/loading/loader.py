@@ -5,8 +5,11 @@ package folder inside it), never from a name found in the repo, so:
   * two versions are two modules, each with its own ``.layers``, ``._ops``...
   * two pins that resolve to identical content are one module;
   * a hostile ``metadata.json`` cannot claim ``os`` or ``torch``.
-The package is found through its own ``__path__`` in the store, never through
-sys.path. A failed import leaves no entry behind in sys.modules.
+The package is imported by the import system, through a finder that knows only
+the names this module gave out, so its per-module locks make other threads wait
+for a kernel being executed; its submodules are found through its own
+``__path__`` in the store, never through sys.path, and run from their source.
+A failed import leaves no entry behind in sys.modules.
 """
 
 from __future__ import annotations
