@@ -32,8 +32,6 @@ and each public name below is imported on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .errors import (
     AttentionKernelError,
     CacheError,
@@ -60,6 +58,9 @@ from .errors import (
     UnsupportedAttentionError,
 )
 
+# typing.TYPE_CHECKING without importing typing (~2 ms of `import kernels_hub` when torch has not
+# imported it yet); type checkers take any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on use
     from .binding.kernelize import (
         Bound,

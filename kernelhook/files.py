@@ -36,12 +36,19 @@ def hash_stream(handle: BinaryIO) -> tuple[int, str, str]:
 
 
 def file_digest(path: Path, kind: str) -> str:
-    """The ``"sha256"`` or ``"git_sha1"`` (git blob) digest of a file, as lower-case hex."""
+    """The ``"sha256"`` or ``"git_sha1"`` (git blob) digest of a file, as lower-case hex.
+
+    Only the digest asked for is computed: checking a large locked file costs one hash, not two.
+    """
     if kind not in DIGEST_KINDS:
         raise ValueError(f"unknown digest kind {kind!r}: use one of {', '.join(DIGEST_KINDS)}")
     with open(path, "rb") as f:
-        _, sha256, git_sha1 = hash_stream(f)
-    return sha256 if kind == "sha256" else git_sha1
+        digest = hashlib.sha256() if kind == "sha256" else hashlib.sha1(b"blob %d\0" % os.fstat(f.fileno()).st_size)
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while size := f.readinto(buffer):
+            digest.update(view[:size])
+    return digest.hexdigest()
 
 
 _umask_lock = threading.Lock()

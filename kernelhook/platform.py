@@ -33,31 +33,35 @@ import logging
 import platform
 import re
 import threading
-from typing import NamedTuple
+from collections import namedtuple
 
 from . import settings
 from .errors import InvalidBackend
 
 logger = logging.getLogger("kernelhook")
 
+# Regexes here are compiled on first use (re keeps them), so a load compiles only those the
+# variant names it meets need. collections.namedtuple, not typing.NamedTuple, for the same
+# reason: that one costs ~0.25 ms a class to create, on the import path of every kernel load.
+
 # backend -> (regex of its versioned tag, how to write a version as a tag)
 _COMPUTE_TAGS = {
-    "cuda": (re.compile(r"cu(\d+)(\d)"), "cu{0}{1}"),
-    "rocm": (re.compile(r"rocm(\d)(\d+)"), "rocm{0}{1}"),
-    "cann": (re.compile(r"cann(\d+)(\d)"), "cann{0}{1}"),
-    "xpu": (re.compile(r"xpu(\d{4})(\d+)"), "xpu{0}{1}"),
+    "cuda": (r"cu(\d+)(\d)", "cu{0}{1}"),
+    "rocm": (r"rocm(\d)(\d+)", "rocm{0}{1}"),
+    "cann": (r"cann(\d+)(\d)", "cann{0}{1}"),
+    "xpu": (r"xpu(\d{4})(\d+)", "xpu{0}{1}"),
 }
 _UNVERSIONED = {"cpu": "cpu", "metal": "metal", "mps": "metal"}
 # The name a backend goes by in no-arch variants (`torch-npu`, `torch-cuda`, ...).
 NOARCH_NAMES = {"cuda": "cuda", "rocm": "rocm", "cann": "npu", "xpu": "xpu", "metal": "metal", "cpu": "cpu"}
-_VERSION_PREFIX = re.compile(r"\s*(\d+)\.(\d+)")
+_VERSION_PREFIX = r"\s*(\d+)\.(\d+)"
 
 
-class Compute(NamedTuple):
-    """A compute backend and, where builds depend on it, its major.minor version."""
+class Compute(namedtuple("Compute", "backend version", defaults=(None,))):
+    """A compute ``backend`` (cpu, cuda, rocm, xpu, cann or metal) and, where builds depend on it,
+    its major.minor ``version`` as a pair of ints (else None)."""
 
-    backend: str  # cpu | cuda | rocm | xpu | cann | metal
-    version: tuple[int, int] | None = None
+    __slots__ = ()
 
     @property
     def tag(self) -> str:
@@ -80,7 +84,7 @@ def parse_compute(tag: str) -> Compute | None:
     if tag in _UNVERSIONED:
         return Compute(_UNVERSIONED[tag])
     for backend, (pattern, _) in _COMPUTE_TAGS.items():
-        match = pattern.fullmatch(tag)
+        match = re.fullmatch(pattern, tag)
         if match:
             return Compute(backend, (int(match.group(1)), int(match.group(2))))
     return None
@@ -88,7 +92,7 @@ def parse_compute(tag: str) -> Compute | None:
 
 def parse_version_prefix(text: object) -> tuple[int, int] | None:
     """``"8.2.RC1"`` -> (8, 2); ``"12.6"`` -> (12, 6); anything else -> None."""
-    match = _VERSION_PREFIX.match(text) if isinstance(text, str) else None
+    match = re.match(_VERSION_PREFIX, text) if isinstance(text, str) else None
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
@@ -96,31 +100,15 @@ def parse_version_prefix(text: object) -> tuple[int, int] | None:
 
 
 
-_STRICT = re.compile(r"torch(\d)(\d+)(?:-(cxx11|cxx98))?-([a-z0-9]+)-([a-z0-9_]+)-([a-z0-9]+)")
-_STABLE = re.compile(r"torch-stable-abi(\d)(\d+)-([a-z0-9]+)-([a-z0-9_]+)-([a-z0-9]+)")
-_NOARCH = re.compile(r"torch-([a-z0-9]+)")
+_STRICT = r"torch(\d)(\d+)(?:-(cxx11|cxx98))?-([a-z0-9]+)-([a-z0-9_]+)-([a-z0-9]+)"
+_STABLE = r"torch-stable-abi(\d)(\d+)-([a-z0-9]+)-([a-z0-9_]+)-([a-z0-9]+)"
+_NOARCH = r"torch-([a-z0-9]+)"
 
-
-class StrictVariant(NamedTuple):
-    name: str
-    torch_version: tuple[int, int]
-    cxx11_abi: bool | None  # None: the name carries no ABI tag
-    compute: Compute
-    arch: str
-    os: str
-
-
-class StableAbiVariant(NamedTuple):
-    name: str
-    abi_version: tuple[int, int]
-    compute: Compute
-    arch: str
-    os: str
-
-
-class NoarchVariant(NamedTuple):
-    name: str
-    backend: str  # "universal" or a no-arch backend name such as "npu"
+# Parsed variant names. Versions are (major, minor) pairs of ints; cxx11_abi is None when the name
+# carries no ABI tag; a no-arch backend is "universal" or a backend's no-arch name such as "npu".
+StrictVariant = namedtuple("StrictVariant", "name torch_version cxx11_abi compute arch os")
+StableAbiVariant = namedtuple("StableAbiVariant", "name abi_version compute arch os")
+NoarchVariant = namedtuple("NoarchVariant", "name backend")
 
 
 Variant = StrictVariant | StableAbiVariant | NoarchVariant
@@ -128,15 +116,18 @@ Variant = StrictVariant | StableAbiVariant | NoarchVariant
 
 def parse_variant(name: str) -> Variant:
     """Parse a variant folder name; ValueError (with the reason) when it is not one."""
-    if match := _STABLE.fullmatch(name):
-        major, minor, tag, arch, os_name = match.groups()
-        return StableAbiVariant(name, (int(major), int(minor)), _compute(tag, name), arch, os_name)
-    if match := _STRICT.fullmatch(name):
+    # Each form has a prefix of its own, so only the one pattern that can match is tried (and compiled).
+    if name.startswith("torch-stable-abi"):
+        if match := re.fullmatch(_STABLE, name):
+            major, minor, tag, arch, os_name = match.groups()
+            return StableAbiVariant(name, (int(major), int(minor)), _compute(tag, name), arch, os_name)
+    elif name.startswith("torch-"):
+        if match := re.fullmatch(_NOARCH, name):
+            return NoarchVariant(name, match.group(1))
+    elif match := re.fullmatch(_STRICT, name):
         major, minor, abi, tag, arch, os_name = match.groups()
         cxx11 = None if abi is None else abi == "cxx11"
         return StrictVariant(name, (int(major), int(minor)), cxx11, _compute(tag, name), arch, os_name)
-    if match := _NOARCH.fullmatch(name):
-        return NoarchVariant(name, match.group(1))
     raise ValueError(f"{name!r} is not a build variant name (e.g. torch27-cxx11-cu126-x86_64-linux, torch-universal)")
 
 
@@ -149,14 +140,12 @@ def _compute(tag: str, name: str) -> Compute:
 
 # -- this system ----------------------------------------------------------------------------------
 
-class SystemInfo(NamedTuple):
-    """This machine, as build variants see it."""
+class SystemInfo(namedtuple("SystemInfo", "torch_version cxx11_abi compute arch os")):
+    """This machine, as build variants see it: ``torch_version`` (major, minor) or None without
+    torch; ``cxx11_abi``, None off Linux, where variants carry no ABI tag; ``compute``, a Compute;
+    ``arch`` (x86_64, aarch64...) and ``os`` (linux, darwin, windows)."""
 
-    torch_version: tuple[int, int] | None
-    cxx11_abi: bool | None  # None off Linux, where variants carry no ABI tag
-    compute: Compute
-    arch: str  # x86_64 | aarch64 | ...
-    os: str  # linux | darwin | windows
+    __slots__ = ()
 
     @property
     def strict_variant(self) -> str | None:
@@ -313,13 +302,17 @@ def _probe_cann(torch) -> Compute | None:
 
 # -- choosing a variant ---------------------------------------------------------------------------
 
-class Decision(NamedTuple):
-    """One variant's verdict for one system."""
+class Decision:
+    """One variant's verdict for one system: its ``name``, whether it is ``accepted``, the ``reason``
+    (why it was rejected, or what kind of match it is) and, when accepted, its ``rank`` (lower is better)."""
 
-    name: str
-    accepted: bool
-    reason: str  # why it was rejected, or what kind of match it is
-    rank: tuple = ()
+    __slots__ = ("name", "accepted", "reason", "rank")
+
+    def __init__(self, name: str, accepted: bool, reason: str, rank: tuple = ()):
+        self.name, self.accepted, self.reason, self.rank = name, accepted, reason, rank
+
+    def __repr__(self) -> str:
+        return f"Decision({self.name!r}, accepted={self.accepted}, reason={self.reason!r})"
 
 
 def rank_variants(names, system: SystemInfo) -> list[Decision]:

@@ -6,9 +6,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import LockfileError
+
+LOCK_NAME = "kernelhook.lock"
+
+
+def lockfile_in_effect() -> Path | None:
+    """The lockfile KERNELHOOK_LOCKFILE names, else the nearest kernelhook.lock above the working directory;
+    None when there is neither. (Whether it can be read is for cache/lockfile.py to say.)"""
+    named = os.environ.get("KERNELHOOK_LOCKFILE")
+    return Path(named).expanduser() if named else nearest(LOCK_NAME)
 
 
 def nearest(file_name: str) -> Path | None:

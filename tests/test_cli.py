@@ -209,11 +209,12 @@ def moved(tmp_path, monkeypatch, system):
         project = tmp_path / "pyproject.toml"
         project.write_text(f'[tool.kernelhook.kernels]\n"{REPO}" = "v1"\n')
         assert run("lock")[0] == 0  # pins A
+        tree_a = kernelhook.origin(kernelhook.get_kernel(REPO)).tree  # loaded under the lock: verified, on record
         (tmp_path / "kernelhook.lock").rename(tmp_path / "a.lock")
         assert kernelhook.get_kernel(REPO, revision="v1").VERSION == "A"
         b = hub.commit(REPO, new_layout("torch-universal", "B"), branch="v1", replace=True)
         assert kernelhook.get_kernel(REPO, revision="v1").VERSION == "B"
-        yield {"A": a, "B": b, "lock": str(tmp_path / "a.lock")}
+        yield {"A": a, "B": b, "lock": str(tmp_path / "a.lock"), "tree_A": tree_a}
 
 
 def test_prune_removes_what_no_ref_reaches_refs_first(moved):
@@ -221,8 +222,11 @@ def test_prune_removes_what_no_ref_reaches_refs_first(moved):
     # A's __init__.py, _ops.py and a.bin; layers.py, lazy.py and metadata.json are the same bytes in B: kept
     assert code == 0 and text.startswith("would remove 1 commit refs, 1 trees, 3 objects")
     assert run("cache", "prune", "--grace", "0", "--dry-run")[1] == text  # a dry run changes nothing
+    verified = moved["tree_A"].parent.parent / "verified" / moved["tree_A"].name
+    assert verified.is_dir()
     data = json.loads(run("cache", "prune", "--grace", "0", "--json")[1])
     assert len(data["refs"]) == 1 and moved["A"] in data["refs"][0] and len(data["objects"]) == 3
+    assert not verified.exists()  # the record of verifying a tree goes with the tree
     assert run("cache", "verify")[0] == 0
     rows = json.loads(run("cache", "ls", "--json")[1])
     assert [r["commit"] for r in rows] == [moved["B"]]

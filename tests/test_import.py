@@ -2,8 +2,13 @@
 repo types, name mapping, variant choice, side-by-side versions."""
 
 import importlib
+import importlib.util
+import os
+import py_compile
 import sys
 import threading
+import time
+import types
 
 import pytest
 
@@ -254,3 +259,174 @@ def test_unknown_kernel_is_module_not_found(env, system):
 def test_kernel_repo_type_is_tried_before_model(env, system, hub):
     kernelhook.get_kernel(RELU)
     assert hub.requests[0].path == "/api/kernels/kernels-community/relu/refs"
+
+
+# A kernel that reports to a gate the test puts in sys.modules, then waits there until released:
+# while it waits it is half executed (no VERSION yet), which no other importer may ever see.
+GATE = "kernelhook_tests_gate"
+GATED_INIT = f"""\
+import sys
+_gate = sys.modules[{GATE!r}]
+_gate.executions.append(__name__)
+_gate.started.set()
+_gate.release.wait(60)  # bounded: the test releases it
+from . import layers
+VERSION = "1.0"
+"""
+WAIT_S = 60  # bound on every wait for a thread; far above what a healthy run needs
+
+
+def test_threads_importing_a_kernel_still_executing_wait_for_it_to_finish(env, system, hub, monkeypatch):
+    repo = "acme/gated-init"
+    hub.create_repo(repo)
+    sha = hub.commit(repo, {"build/torch-universal/__init__.py": GATED_INIT,
+                            "build/torch-universal/layers.py": "class ReLU:\n    pass\n"}, branch="v1")
+    gate = types.SimpleNamespace(executions=[], started=threading.Event(), release=threading.Event())
+    monkeypatch.setitem(sys.modules, GATE, gate)
+    typed = "kernels_hub.acme.gated_init"
+    ways = [  # every way in: the import system (one name, other pins) and get_kernel
+        lambda: importlib.import_module(typed),
+        lambda: importlib.import_module(f"{typed}@v1"),
+        lambda: importlib.import_module(f"{typed}@{sha}"),
+        lambda: importlib.import_module(f"{typed}@{sha[:7]}"),
+        lambda: kernelhook.get_kernel(repo),
+        lambda: kernelhook.get_kernel(repo, version=1),
+        lambda: kernelhook.get_kernel(repo, revision=sha),
+    ]
+    seen: list = [None] * (1 + len(ways))
+
+    def work(i: int, load) -> None:
+        try:
+            module = load()
+            seen[i] = (module, getattr(module, "VERSION", None))  # as handed out, before the first is released
+        except BaseException as exc:  # reported below, with the rest
+            seen[i] = exc
+
+    first = threading.Thread(target=work, args=(0, ways[0]), daemon=True)
+    first.start()
+    assert gate.started.wait(WAIT_S), "the first import never started executing the kernel"
+    others = [threading.Thread(target=work, args=(i + 1, load), daemon=True) for i, load in enumerate(ways)]
+    for thread in others:
+        thread.start()
+    # A loader that hands out the half-executed module returns at once; one that waits returns only after
+    # the release. Give the others a while to get as far as they can, then release the first.
+    deadline = time.monotonic() + 1.5
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    gate.release.set()
+    for thread in [first, *others]:
+        thread.join(WAIT_S)
+    assert not any(thread.is_alive() for thread in [first, *others])
+    assert not [s for s in seen if isinstance(s, BaseException)], seen
+    assert [version for _, version in seen] == ["1.0"] * len(seen)
+    assert len({id(module) for module, _ in seen}) == 1
+    assert len(gate.executions) == 1  # executed once, by the first thread
+
+
+def test_a_kernel_importing_itself_and_its_submodules_while_executing_gets_itself(env, system, hub):
+    repo = "acme/self-import"
+    hub.create_repo(repo)
+    hub.commit(repo, {
+        "build/torch-universal/__init__.py": (
+            "import importlib\n"
+            "EARLY = 1\n"
+            "import kernels_hub.acme.self_import as me\n"  # re-entrant: the module being executed
+            "SAW_EARLY = me.EARLY\n"
+            "from . import layers\n"
+            "lazy = importlib.import_module(__name__ + '.lazy')\n"
+            "from kernels_hub.acme.self_import import layers as public_layers\n"
+            "VERSION = '1.0'\n"
+        ),
+        "build/torch-universal/layers.py": "class ReLU:\n    pass\n",
+        "build/torch-universal/lazy.py": "LAZY = True\n",
+    })
+    module = importlib.import_module("kernels_hub.acme.self_import")
+    assert (module.VERSION, module.SAW_EARLY, module.me) == ("1.0", 1, module)
+    assert module.lazy.LAZY and module.public_layers is module.layers
+    assert kernelhook.get_kernel(repo) is module
+
+
+def _mutual_init(me: str, other: str, how: str) -> str:
+    return (
+        "import sys\n"
+        f"_gate = sys.modules[{GATE!r}]\n"
+        f"_gate.started[{me!r}].set()\n"
+        f"_gate.started[{other!r}].wait(60)  # bounded: both are executing before either imports the other\n"
+        + how.format(other=other) + "\n"
+        f"VERSION = {me!r}\n"
+    )
+
+
+@pytest.mark.parametrize("how", [
+    "import kernels_hub.acme.mutual_{other}",  # the import system's own locks for the public names
+    "import kernelhook; kernelhook.get_kernel('acme/mutual-{other}')",  # only the kernel modules' locks
+])
+def test_two_kernels_importing_each_other_from_two_threads_never_hang(env, system, hub, monkeypatch, how):
+    for me, other in (("x", "y"), ("y", "x")):
+        hub.create_repo(f"acme/mutual-{me}")
+        hub.commit(f"acme/mutual-{me}", {"build/torch-universal/__init__.py": _mutual_init(me, other, how)},
+                   replace=True)
+    gate = types.SimpleNamespace(started={"x": threading.Event(), "y": threading.Event()})
+    monkeypatch.setitem(sys.modules, GATE, gate)
+    seen: dict = {}
+
+    def work(me: str) -> None:
+        try:
+            seen[me] = importlib.import_module(f"kernels_hub.acme.mutual_{me}").VERSION
+        except BaseException as exc:  # reported below
+            seen[me] = exc
+
+    threads = [threading.Thread(target=work, args=(me,), daemon=True) for me in "xy"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert not any(thread.is_alive() for thread in threads), "two kernels importing each other hung"
+    # As for any import cycle across threads: the import system breaks it; whoever it stops gets an
+    # ImportError saying so, and the other thread's kernel loads whole.
+    assert sorted(v for v in seen.values() if isinstance(v, str)) in (["x"], ["y"], ["x", "y"]), seen
+    for failure in [v for v in seen.values() if not isinstance(v, str)]:
+        assert isinstance(failure, ImportError) and "deadlock" in str(failure), seen
+
+
+def test_a_failing_import_never_removes_the_org_namespace_another_thread_is_importing_under(
+        env, system, hub, monkeypatch):
+    repo = "acme/gated-org"
+    hub.create_repo(repo)
+    hub.commit(repo, {"build/torch-universal/__init__.py": GATED_INIT,
+                      "build/torch-universal/layers.py": "class ReLU:\n    pass\n"})
+    gate = types.SimpleNamespace(executions=[], started=threading.Event(), release=threading.Event())
+    monkeypatch.setitem(sys.modules, GATE, gate)
+    seen: list = []
+
+    def work() -> None:
+        try:
+            seen.append(importlib.import_module("kernels_hub.acme.gated_org").VERSION)
+        except BaseException as exc:  # reported below
+            seen.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        assert gate.started.wait(WAIT_S), "the import never started executing the kernel"
+        with pytest.raises(NoCompatibleVariantError):  # the same org, meanwhile: a failure that cleans up
+            importlib.import_module("kernels_hub.acme.cuda_only")
+    finally:
+        gate.release.set()
+        thread.join(WAIT_S)
+    assert seen == ["1.0"]
+    assert sys.modules["kernels_hub.acme"].gated_org is sys.modules["kernels_hub.acme.gated_org"]
+
+
+def test_bytecode_beside_a_kernels_source_in_the_store_is_never_run(env, system, tmp_path):
+    relu = importlib.import_module("kernels_hub.kernels_community.relu")
+    source = kernelhook.origin(relu).tree / "lazy.py"
+    # A .pyc that the import system would take for lazy.py's: same size and mtime in its header, other code.
+    impostor = tmp_path / "lazy.py"
+    impostor.write_text(source.read_text().replace("True", "'bc'"))
+    assert impostor.stat().st_size == source.stat().st_size
+    os.utime(impostor, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+    py_compile.compile(str(impostor), cfile=importlib.util.cache_from_source(str(source)), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+    lazy = importlib.import_module("kernels_hub.kernels_community.relu.lazy")
+    assert lazy.LOADED_LAZILY is True

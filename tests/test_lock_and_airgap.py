@@ -247,3 +247,92 @@ def test_concurrent_writers_without_locks_never_corrupt_the_cache(env, hub):
     code, out = _cli("cache", "verify")
     assert code == 0 and ": 0 damaged" in out
     assert not list(Path(env["KERNELHOOK_CACHE"], "v1", "tmp").glob("download-*"))
+
+
+# -- verifying a locked tree once: in a process from memory, across processes from a record ----------
+
+LOCKED_FILES = 6  # the universal variant of _variants(): __init__, _ops, layers, lazy, metadata.json, table.bin
+# A fresh interpreter that counts the files it hashes (kernelhook.files.file_digest, the real one, wrapped).
+COUNT_HASHES = """
+import kernelhook.files as files
+real, hashed = files.file_digest, []
+files.file_digest = lambda path, kind: hashed.append(path) or real(path, kind)
+"""
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every file hashed in this process, through the real kernelhook.files.file_digest."""
+    hashed = []
+    real = kernelhook.files.file_digest
+    monkeypatch.setattr(kernelhook.files, "file_digest", lambda path, kind: hashed.append(path) or real(path, kind))
+    return hashed
+
+
+def _forget_kernels() -> None:
+    for name in [n for n in sys.modules if n.startswith("_kernelhook_")]:
+        del sys.modules[name]
+
+
+def test_a_locked_tree_is_hashed_once_per_process(project, system, counted):
+    _cli("lock")
+    first = kernelhook.get_kernel(REPO)
+    assert len(counted) == LOCKED_FILES
+    assert kernelhook.get_kernel(REPO) is first
+    _forget_kernels()  # even executing it again needs no second hashing: nothing changed on disk
+    assert kernelhook.get_kernel(REPO).VERSION == "1.0"
+    assert len(counted) == LOCKED_FILES
+
+
+def test_a_fresh_process_reuses_what_an_earlier_one_verified(project, system):
+    kernelhook.get_kernel(REPO, revision="v1")  # fill the cache while no lockfile is in effect: nothing verified
+    _cli("lock")
+    env = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache)}
+    code = COUNT_HASHES + "import kernels_hub.acme.locked as k\nprint(len(hashed), k.VERSION)\n"
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=project.folder, env=child_env(env), capture_output=True,
+                           text=True, timeout=120) for _ in range(2)]
+    assert [run.stdout.split() for run in runs] == [[str(LOCKED_FILES), "1.0"], ["0", "1.0"]], [r.stderr for r in runs]
+
+
+def _edit_in_place_keeping_size_and_mtime(path: Path) -> None:
+    before = path.stat()
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"X")  # same size, same inode
+    os.chmod(path, before.st_mode)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # only the ctime still tells
+
+
+def _replace_keeping_size_and_mtime(path: Path) -> None:
+    before = path.stat()
+    replacement = path.with_name(path.name + ".new")
+    replacement.write_bytes(b"Y" + path.read_bytes()[1:])
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, path)  # a new inode
+
+
+TAMPERING = {
+    "edited in place, mtime put back": (lambda tree: _edit_in_place_keeping_size_and_mtime(tree / "table.bin"),
+                                        "table.bin does not match the lockfile"),
+    "replaced, size and mtime kept": (lambda tree: _replace_keeping_size_and_mtime(tree / "_ops.py"),
+                                      "_ops.py does not match the lockfile"),
+    "a file added": (lambda tree: (tree / "extra.py").write_text("import os\n"),
+                     "extra.py is in the cache but not in the lockfile"),
+    "a file removed": (lambda tree: (tree / "lazy.py").unlink(), "lazy.py is locked but missing from the cache"),
+}
+
+
+@pytest.mark.parametrize("how", list(TAMPERING))
+def test_a_verified_tree_changed_afterwards_is_hashed_again_and_refused(project, system, how):
+    _cli("lock")
+    tree = kernelhook.origin(kernelhook.get_kernel(REPO)).tree  # verified: in memory, and on record in the cache
+    _forget_kernels()
+    tamper, message = TAMPERING[how]
+    tamper(tree)
+    env = {"HF_ENDPOINT": project.url, "KERNELHOOK_CACHE": str(project.cache)}
+    fresh = subprocess.run([sys.executable, "-c", "import kernels_hub.acme.locked"], cwd=project.folder,
+                           env=child_env(env), capture_output=True, text=True, timeout=120)
+    assert fresh.returncode != 0 and "LockMismatchError" in fresh.stderr and message in fresh.stderr, fresh.stderr
+    with pytest.raises(kernelhook.errors.LockMismatchError, match=message):  # and in this process
+        kernelhook.get_kernel(REPO)
+    assert not [n for n in sys.modules if n.startswith("_kernelhook_")]

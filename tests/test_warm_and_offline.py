@@ -3,6 +3,7 @@
 Each check runs in a fresh interpreter, as a user's next process would.
 """
 
+import importlib
 import socket
 import subprocess
 import sys
@@ -72,6 +73,31 @@ def test_warm_commit_pin_makes_no_request_and_never_imports_huggingface_hub(env,
     )
     assert result.stdout.split() == ["1.0", "True", "False"], result.stderr
     assert hub.requests == []
+
+
+def test_a_warm_commit_pinned_load_imports_only_the_steps_it_uses(env, system, hub):
+    """What it needs no module of is never imported: the Hub client, the lockfile code (no lockfile here),
+    torchrun coordination, digests and writes, and typing for kernels_hub itself."""
+    sha = hub.shas["seed_v1"]
+    importlib.import_module(f"kernels_hub.kernels_ext_npu.RMSNorm@{sha}")  # warm: the name is known, the files cached
+    result = run_python(
+        f"""
+        import importlib, sys
+        import kernels_hub
+        print("typing" in sys.modules)
+        importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{sha}")
+        print(sorted(name for name in sys.modules if name.startswith("kernelhook")))
+        """,
+        env,
+    )
+    typing_imported, modules = result.stdout.splitlines()
+    assert typing_imported == "False", result.stderr
+    assert eval(modules) == sorted([  # noqa: S307 - a list of module names printed by the child
+        "kernelhook", "kernelhook.errors", "kernelhook.loading", "kernelhook.loading.names", "kernelhook.loading.finder",
+        "kernelhook.loading.api", "kernelhook.loading.resolve", "kernelhook.loading.fetch", "kernelhook.loading.loader",
+        "kernelhook.cache", "kernelhook.cache.store", "kernelhook.hub", "kernelhook.platform", "kernelhook.project",
+        "kernelhook.repo",
+    ])
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,7 @@ def prune(store: Store, locked_commits: set[str], dry_run: bool = False, grace_s
         if not dry_run:
             store.remove_tree(tree)
             store.remove_file(store.manifest_path(tree.name))
+            store.remove_tree(store.verifications_path(tree.name))
     for obj in _objects(store):
         if obj.parent.name + obj.name in live_objects or obj.stat().st_mtime > young:
             continue

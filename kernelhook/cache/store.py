@@ -11,6 +11,8 @@ Layout (``v1/`` is the format version)::
         commits/<sha>/listing.json     the build/ listing at that commit (immutable)
         commits/<sha>/variants/<v>     (repo, commit, variant) -> tree digest
     names/<typed org>/<typed repo>.json  how a typed name mapped to a Hub repo
+    verified/<digest>/<key>.json       that tree's files and folders as they were (stat) when
+                                       they last matched the lock entry <key> names
     locks/, tmp/
 
 Revision refs are the roots ``kernelhook cache prune`` keeps. Every pin leaves
@@ -50,7 +52,6 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from ..errors import CacheError
-from ..files import CHUNK, file_mode, folder_mode, hash_stream, write_atomic
 from ..repo import RepoAddress
 
 logger = logging.getLogger("kernelhook")
@@ -242,6 +243,19 @@ class Store:
     def remember_variant_tree(self, repo: RepoAddress, commit: str, variant: str, digest: str) -> None:
         self.write_text(f"{self._repo_dir(repo)}/commits/{commit}/variants/{variant}", digest)
 
+    def verification(self, digest: str, key: str) -> dict | None:
+        """What ``remember_verification`` kept for the tree ``digest`` and the lock entry ``key``, or None."""
+        found = self.read_json(f"verified/{digest}/{key}.json")
+        return found if isinstance(found, dict) else None
+
+    def remember_verification(self, digest: str, key: str, record: dict) -> None:
+        """Keep a record that the tree ``digest`` matched the lock entry ``key`` (lockfile.py says what
+        it holds). A cache that cannot be written keeps none: each process then hashes again."""
+        self.write_json(f"verified/{digest}/{key}.json", record)
+
+    def verifications_path(self, digest: str) -> Path:
+        return self.root / "verified" / digest
+
     # -- writing (atomic) ------------------------------------------------------------
 
     def write_json(self, relative: str, value) -> None:
@@ -259,6 +273,8 @@ class Store:
             logger.debug("not remembered: %s", exc)
 
     def _write_atomic(self, target: Path, data: bytes) -> None:
+        from ..files import write_atomic  # here, not at the top: a warm load writes nothing
+
         try:
             write_atomic(target, data)
         except OSError as exc:
@@ -276,6 +292,8 @@ class Store:
 
     def add_object(self, temp_path: Path, sha256: str) -> Path:
         """Move a verified temp file into objects/ under its sha256."""
+        from ..files import file_mode  # here, not at the top, as in every writing method: a warm load writes nothing
+
         target = self.object_path(sha256)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -299,6 +317,8 @@ class Store:
             CacheError: the cache cannot be written (nothing half-written is left).
             OSError: reading ``source`` failed (nothing is left either).
         """
+        from ..files import CHUNK, hash_stream
+
         handle, temp = self.temp_file()
         try:
             with handle:
@@ -322,6 +342,8 @@ class Store:
 
     def make_tree(self, files: dict[str, str]) -> tuple[str, Path]:
         """Materialise a variant tree ({relative path: sha256}) from objects; returns (digest, dir)."""
+        from ..files import folder_mode
+
         digest = tree_digest(files)
         final = self.tree_path(digest)
         if final.is_dir():
@@ -377,6 +399,8 @@ class Store:
             return
         import filelock
 
+        from ..files import file_mode
+
         try:
             # An explicit mode: some filelock releases make lock files 0644 whatever the umask.
             lock = filelock.FileLock(str(self._mkdir("locks") / f"{key}.lock"), timeout=timeout, mode=file_mode())
@@ -394,6 +418,8 @@ def _link_or_copy(source: Path, dest: Path) -> None:
     try:
         os.link(source, dest)
     except OSError:
+        from ..files import file_mode
+
         shutil.copyfile(source, dest)  # filesystems without hard links
         os.chmod(dest, file_mode(read_only=True))  # as read-only as the object it copies
 

@@ -36,7 +36,7 @@ from ..loading import fetch
 from ..loading.names import parse_repo_id
 from ..loading.resolve import locked_resolution, resolve
 from ..platform import candidate_patterns, current_system
-from ..project import nearest
+from ..project import LOCK_NAME, nearest
 from .check import check_repo
 from .publish import publish
 
@@ -134,7 +134,7 @@ def cmd_download(args):
             placed = [fetch.place_variant(resolved, store, current_system())]
         for p in placed:
             if locked is not None:
-                lockfile.check_tree(locked, p.variant, p.tree)  # the bytes the lock names, or an error
+                lockfile.check_tree(locked, p.variant, p.tree, store)  # the bytes the lock names, or an error
             rows.append({"repo": resolved.repo.repo_id, "commit": resolved.commit, "variant": p.variant,
                          "tree": str(p.tree)})
     text = "\n".join(f"{r['repo']}@{r['commit'][:12]} [{r['variant']}] -> {r['tree']}" for r in rows)
@@ -150,7 +150,7 @@ def cmd_lock(args):
         variants = lockfile.variants_from_listing(fetch.listing_of(resolved, store))
         locked.append(lockfile.LockedKernel(resolved.repo.repo_id, resolved.repo.repo_type, revision,
                                             resolved.commit, variants))
-    target = pyproject.parent / lockfile.LOCK_NAME
+    target = pyproject.parent / LOCK_NAME
     write_atomic(target, lockfile.render(locked).encode())
     data = {"lockfile": str(target), "kernels": [
         {"repo": k.repo_id, "revision": k.revision, "commit": k.commit, "variants": sorted(k.variants)} for k in locked]}

@@ -7,15 +7,15 @@ same repo, commit and variant give the very same module object either way.
 from __future__ import annotations
 
 import logging
+import os
 from types import ModuleType
 
-from ..cache import lockfile
 from ..cache.store import Store
 from ..platform import SystemInfo, current_system, system_for_backend
+from ..project import lockfile_in_effect
 from ..repo import Resolved, find_package
 from .fetch import PlacedVariant, place_variant
 from .loader import KernelOrigin, load
-from .local import load_override
 from .names import KernelName, parse_repo_id
 from .resolve import resolve
 
@@ -59,12 +59,15 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     the lockfile, execute it. Raises what ``get_kernel`` raises."""
     store = store if store is not None else Store()
     system = system if system is not None else current_system()
-    local = load_override(name, system, store)  # LOCAL_KERNELS: the folder stands in for the repo
-    if local is not None:
-        return local
+    if os.environ.get("LOCAL_KERNELS"):  # the folder it names stands in for the repo
+        from .local import load_override  # here, not at the top: only LOCAL_KERNELS needs it
+
+        local = load_override(name, system, store)
+        if local is not None:
+            return local
     resolved = resolve(name, store)
     placed = place_variant(resolved, store, system)
-    _check_against_lockfile(resolved, placed)
+    _check_against_lockfile(resolved, placed, store)
     where = f"{resolved.repo}@{resolved.commit[:12]} [{placed.variant}] at {placed.tree}"
     package = find_package(placed.tree, resolved.repo.repo_id.split("/")[1], where)
     origin = KernelOrigin(
@@ -76,9 +79,13 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     return module
 
 
-def _check_against_lockfile(resolved: Resolved, placed: PlacedVariant) -> None:
-    """A locked commit's files are hashed against the lock before any of them executes."""
-    lock = lockfile.lock_in_effect()
-    locked = lock.find([resolved.repo.repo_id]) if lock is not None else None
+def _check_against_lockfile(resolved: Resolved, placed: PlacedVariant, store: Store) -> None:
+    """A locked commit's files are checked against the lock before any of them executes."""
+    path = lockfile_in_effect()
+    if path is None:
+        return
+    from ..cache import lockfile  # here, not at the top: without a lockfile a load never needs it
+
+    locked = lockfile.lock_at(path).find([resolved.repo.repo_id])
     if locked is not None and locked.commit == resolved.commit:
-        lockfile.check_tree(locked, placed.variant, placed.tree)
+        lockfile.check_tree(locked, placed.variant, placed.tree, store)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import NamedTuple
 
 from .. import hub, settings
 from ..cache.store import Store, cache_error, check_relative_path
@@ -25,9 +24,8 @@ from ..errors import (
     NoCompatibleVariantError,
     RevisionNotFoundError,
 )
-from ..files import hash_stream
 from ..platform import SystemInfo, candidate_patterns, choose_variant, parse_variant, rank_variants
-from ..repo import Resolved, is_bytecode, split_build_path
+from ..repo import ListingEntry, Resolved, is_bytecode, split_build_path
 
 logger = logging.getLogger("kernelhook")
 
@@ -36,13 +34,14 @@ logger = logging.getLogger("kernelhook")
 MAX_FILE_BYTES = 64 * 1024**3
 
 
-class PlacedVariant(NamedTuple):
-    """A variant whose files are all in the store."""
+class PlacedVariant:
+    """A variant whose files are all in the store: the ``resolved`` repo and commit, the ``variant``'s
+    name, its tree ``digest`` and the ``tree`` folder (a Path)."""
 
-    resolved: Resolved
-    variant: str
-    digest: str
-    tree: Path
+    __slots__ = ("resolved", "variant", "digest", "tree")
+
+    def __init__(self, resolved: Resolved, variant: str, digest: str, tree: Path):
+        self.resolved, self.variant, self.digest, self.tree = resolved, variant, digest, tree
 
 
 def place_variant(resolved: Resolved, store: Store, system: SystemInfo) -> PlacedVariant:
@@ -64,7 +63,7 @@ def rank_for(resolved: Resolved, store: Store, system: SystemInfo):
     return rank_variants(_variant_names(_listing(resolved, store)), system)
 
 
-def listing_of(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+def listing_of(resolved: Resolved, store: Store) -> list[ListingEntry]:
     return _listing(resolved, store)
 
 
@@ -88,7 +87,7 @@ def _is_variant(name: str) -> bool:
     return True
 
 
-def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+def _listing(resolved: Resolved, store: Store) -> list[ListingEntry]:
     """The build/ listing at a commit: immutable, so fetched once and kept."""
     cached = store.load_listing(resolved.repo, resolved.commit)
     if cached is None:
@@ -96,10 +95,10 @@ def _listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
             cached = store.load_listing(resolved.repo, resolved.commit)
             if cached is None:
                 return _fetch_listing(resolved, store)
-    return [hub.ListingEntry.from_json(entry) for entry in cached]
+    return [ListingEntry.from_json(entry) for entry in cached]
 
 
-def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
+def _fetch_listing(resolved: Resolved, store: Store) -> list[ListingEntry]:
     try:
         listing = hub.list_build(resolved.repo, resolved.commit)
     except hub.RevisionMissing as exc:  # a commit pin the repo does not have
@@ -124,12 +123,12 @@ def _fetch_listing(resolved: Resolved, store: Store) -> list[hub.ListingEntry]:
     return listing
 
 
-def _variant_names(listing: list[hub.ListingEntry]) -> list[str]:
+def _variant_names(listing: list[ListingEntry]) -> list[str]:
     return sorted({split[0] for entry in listing
                    if not is_bytecode(entry.path) and (split := split_build_path(entry.path))})
 
 
-def _variant_files(listing: list[hub.ListingEntry], variant: str) -> dict[str, hub.ListingEntry]:
+def _variant_files(listing: list[ListingEntry], variant: str) -> dict[str, ListingEntry]:
     """{path below the variant folder: entry}, each path refused unless it stays inside the folder.
 
     Bytecode is left out: it is never downloaded, so it can never be executed instead of the source.
@@ -146,7 +145,7 @@ def _variant_files(listing: list[hub.ListingEntry], variant: str) -> dict[str, h
     return files
 
 
-def _ensure_object(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
+def _ensure_object(resolved: Resolved, store: Store, entry: ListingEntry) -> str:
     """The sha256 of an entry's content, downloading and verifying it if the store lacks it."""
     known = _known_sha256(store, entry)
     if known is not None:
@@ -158,12 +157,12 @@ def _ensure_object(resolved: Resolved, store: Store, entry: hub.ListingEntry) ->
         return _download_verified(resolved, store, entry)
 
 
-def _known_sha256(store: Store, entry: hub.ListingEntry) -> str | None:
+def _known_sha256(store: Store, entry: ListingEntry) -> str | None:
     sha256 = entry.lfs_sha256 or store.sha256_of_git_blob(entry.git_oid)
     return sha256 if sha256 and store.has_object(sha256) else None
 
 
-def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry) -> str:
+def _download_verified(resolved: Resolved, store: Store, entry: ListingEntry) -> str:
     repo, commit = resolved.repo, resolved.commit
     limit = settings.byte_count("KERNELHOOK_MAX_FILE_BYTES", MAX_FILE_BYTES)
     if entry.size > limit:
@@ -171,6 +170,8 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
             f"{repo}@{commit[:12]}: {entry.path} is listed at {entry.size} bytes, over the limit of {limit}; "
             f"refused without downloading. Fix: if this kernel is trusted, raise KERNELHOOK_MAX_FILE_BYTES."
         )
+    from ..files import hash_stream  # here, not at the top: a warm load downloads nothing
+
     for attempt in (1, 2):  # bytes that do not match may be a passing fault (a proxy, a cut): one more try
         handle, temp = store.temp_file()
         try:
@@ -204,7 +205,7 @@ def _download_verified(resolved: Resolved, store: Store, entry: hub.ListingEntry
     return sha256
 
 
-def _download_failed(resolved: Resolved, entry: hub.ListingEntry, exc: hub.HubError) -> KernelImportError:
+def _download_failed(resolved: Resolved, entry: ListingEntry, exc: hub.HubError) -> KernelImportError:
     repo, commit = resolved.repo, resolved.commit
     if isinstance(exc, hub.TokenRejected):
         return InvalidTokenError(f"{repo}@{commit[:12]}: could not download {entry.path}: {exc}")
@@ -219,7 +220,7 @@ def _download_failed(resolved: Resolved, entry: hub.ListingEntry, exc: hub.HubEr
     return DownloadError(f"{repo}@{commit[:12]}: could not download {entry.path} from {exc.url}: {exc}")
 
 
-def _mismatch(entry: hub.ListingEntry, size: int, sha256: str, git_oid: str) -> str | None:
+def _mismatch(entry: ListingEntry, size: int, sha256: str, git_oid: str) -> str | None:
     if size != entry.size:
         return f"expected {entry.size} bytes, got {size}"
     if entry.lfs_sha256 is not None and sha256 != entry.lfs_sha256:

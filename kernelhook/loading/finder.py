@@ -11,6 +11,7 @@ the other modules and holds no state but its place in sys.meta_path.
 
 from __future__ import annotations
 
+import _thread  # not threading: importing kernels_hub stays cheap
 import importlib
 import importlib.machinery
 import sys
@@ -35,6 +36,7 @@ class KernelHubFinder:
         if parsed.kernel is None:
             return _spec(fullname, _OrgLoader(parsed), is_package=True)
         if parsed.submodule is None:
+            _count_importing(parsed.org, +1)  # until its loader is done: the org namespace must stay
             return _spec(fullname, _KernelLoader(parsed), is_package=True)
         return _submodule_spec(fullname)
 
@@ -93,8 +95,10 @@ class _KernelLoader(_AliasLoader):
         try:
             self.module = load_kernel(self.parsed.kernel)
         except BaseException:
+            _count_importing(self.parsed.org, -1)
             _drop_empty_org(self.parsed.org)
             raise
+        _count_importing(self.parsed.org, -1)
         return super().create_module(spec)
 
     def exec_module(self, module):
@@ -139,19 +143,39 @@ def _no_submodule(fullname: str, parent: types.ModuleType, child: str) -> str:
             f"module {child!r}; {has}. Fix: check the name against the kernel's files.")
 
 
+# org -> kernel imports under it that are between find_spec and the end of their loading.
+_importing: dict[str, int] = {}
+_importing_lock = _thread.allocate_lock()
+
+
+def _count_importing(org: str, step: int) -> None:
+    with _importing_lock:
+        count = _importing.get(org, 0) + step
+        if count > 0:
+            _importing[org] = count
+        else:
+            _importing.pop(org, None)
+
 
 def _drop_empty_org(org: str) -> None:
-    """A failed kernel import leaves no namespace behind that only it created."""
+    """A failed kernel import leaves no namespace behind that only it created.
+
+    Not while another thread imports a kernel under the same org: the import system looks
+    the namespace up in sys.modules again once that kernel is loaded.
+    """
     org_name = f"{ROOT}.{org}"
-    module = sys.modules.get(org_name)
-    if module is None or not isinstance(getattr(module, "__loader__", None), _OrgLoader):
-        return
-    if any(isinstance(value, types.ModuleType) for value in vars(module).values()):
-        return
-    sys.modules.pop(org_name, None)
-    root = sys.modules.get(ROOT)
-    if root is not None and getattr(root, org, None) is module:
-        delattr(root, org)
+    with _importing_lock:
+        module = sys.modules.get(org_name)
+        if module is None or not isinstance(getattr(module, "__loader__", None), _OrgLoader):
+            return
+        if org in _importing or any(name.startswith(org_name + ".") for name in list(sys.modules)):
+            return
+        if any(isinstance(value, types.ModuleType) for value in vars(module).values()):
+            return
+        sys.modules.pop(org_name, None)
+        root = sys.modules.get(ROOT)
+        if root is not None and getattr(root, org, None) is module:
+            delattr(root, org)
 
 
 class HookHandle:

@@ -8,52 +8,44 @@ package folder inside it; never a name found in the repo. So:
   * two commits or two repos with byte-identical builds are two modules, each
     with its own true origin (``kernelhook.origin``, kernelize's report);
   * a hostile ``metadata.json`` cannot claim ``os`` or ``torch``.
-The package is found through its own ``__path__`` in the store, never through
-sys.path. A failed import leaves no entry behind in sys.modules. ``importlib.reload``
-of a loaded kernel executes its source from the store again (``_ReloadFinder``).
+The package is imported by the import system, through a finder that knows only
+the names this module gave out, so its per-module locks make other threads wait
+for a kernel being executed, and ``importlib.reload`` executes it from the store
+again; its submodules are found through its own ``__path__`` in the store, never
+through sys.path, and run from their source. A failed import leaves no entry
+behind in sys.modules.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.machinery
-import importlib.util
 import re
 import sys
 import threading
+from collections import namedtuple
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
 
 from ..errors import KernelLoadError
 from .names import CONTENT_PREFIX
 
 
-class KernelOrigin(NamedTuple):
-    """Where a loaded kernel came from; ``kernelhook.origin(module)`` returns it."""
+# collections.namedtuple, not typing.NamedTuple: that one costs ~0.25 ms to create, on the import path.
+class KernelOrigin(namedtuple("KernelOrigin", "repo_id repo_type commit variant tree package module_name how")):
+    """Where a loaded kernel came from; ``kernelhook.origin(module)`` returns it.
 
-    repo_id: str
-    repo_type: str
-    commit: str
-    variant: str
-    tree: Path  # the variant folder in the cache
-    package: Path  # the folder the module executes from
-    module_name: str
-    how: str  # how the revision was resolved
+    ``repo_id``, ``repo_type`` and ``commit`` name the Hub repo and commit, ``variant`` the build
+    folder; ``tree`` is that folder in the cache and ``package`` the folder the module executes
+    from (a Path each); ``module_name`` is the module's content-derived name and ``how`` says how
+    the revision was resolved.
+    """
+
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.repo_id}@{self.commit[:12]} [{self.variant}] from {self.package}"
-
-
-_locks_guard = threading.Lock()
-_locks: dict[str, threading.RLock] = {}
-
-
-def _lock_for(name: str) -> threading.RLock:
-    # One lock per content module: two threads never execute the same kernel twice,
-    # and kernels that import other kernels never wait on an unrelated lock.
-    with _locks_guard:
-        return _locks.setdefault(name, threading.RLock())
 
 
 def module_name(origin: KernelOrigin, digest: str) -> str:
@@ -72,50 +64,37 @@ def load(origin_without_name: KernelOrigin, digest: str) -> ModuleType:
         digest: the tree's content digest, part of what the module's name derives from.
 
     Returns:
-        The module ``_kernelhook_<digest...>``, already in sys.modules; the same object on every call
-        for the same repo, commit and variant.
+        The module ``_kernelhook_<digest...>``, already in sys.modules, fully executed; the same
+        object on every call for the same repo, commit and variant. A thread asking while another
+        executes it waits, as for any import.
 
     Raises:
         KernelLoadError: executing the package raised; nothing is left in sys.modules.
     """
     name = module_name(origin_without_name, digest)
-    existing = sys.modules.get(name)
-    if existing is not None:
-        return existing
-    with _lock_for(name):
-        existing = sys.modules.get(name)
-        if existing is not None:
-            return existing
-        origin = origin_without_name._replace(module_name=name)
-        return execute_package(name, origin.package, origin)
+    return execute_package(name, origin_without_name.package, origin_without_name._replace(module_name=name))
 
 
 class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles kernel sources from the store, and only sources.
-
-    It never reads ``__pycache__``: a SourceFileLoader would take a .pyc found there
-    in place of the source (an unchecked hash-based one without even looking at
-    the source), and a .pyc in a tree came from the repo, not from this machine.
-    Nor does it write one: trees are immutable content, and may be read-only or shared.
-    """
+    """Runs kernel sources from the store, compiled from the source every time: no __pycache__ is
+    read or written there. Trees are immutable content and may be read-only or shared, and only
+    their sources are verified (by the store's hashes and the lockfile): bytecode found beside
+    them could run code nothing checked."""
 
     def get_code(self, fullname):
         path = self.get_filename(fullname)
         return self.source_to_code(self.get_data(path), path)
 
-    def set_data(self, path, data, *, _mode=0o666):
-        pass
-
 
 _STORE_TREE = re.compile(r"[/\\]v1[/\\]trees[/\\][0-9a-f]{64}(?:[/\\]|$)")
 _hook_lock = threading.Lock()
+# content module name -> (package folder, origin): what _ContentFinder makes a spec of. Kept for the
+# process: a thread still waiting to import a name must find it even after another's import failed.
+_packages: dict[str, tuple[Path, KernelOrigin | None]] = {}
 
 
 def _store_path_hook(path: str):
-    """Finds a kernel's submodules in its store folder with the loader above.
-
-    Only source and extension modules: sourceless bytecode (``BYTECODE_SUFFIXES``) is never a module here.
-    """
+    """Finds a kernel's submodules in its store folder with the loader above."""
     if not _STORE_TREE.search(path):
         raise ImportError("not a kernelhook store folder")
     return importlib.machinery.FileFinder(
@@ -125,33 +104,13 @@ def _store_path_hook(path: str):
     )
 
 
-class _ReloadFinder:
-    """Answers one question on sys.meta_path: ``importlib.reload`` asking again for a loaded kernel
-    by its own ``_kernelhook_...`` name. Submodules are found through the kernel's ``__path__``."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if not fullname.startswith(CONTENT_PREFIX) or "." in fullname:
-            return None
-        origin = getattr(sys.modules.get(fullname), "__kernelhook__", None)
-        return None if origin is None else package_spec(fullname, origin.package)
-
-
-_reload_finder = _ReloadFinder()
-
-
-def _install_hooks() -> None:
-    """The store path hook and the reload finder, both independent of the kernels_hub finder (a user may
-    uninstall that one). The reload finder goes first, so a reload never finds the name on sys.path: it
-    costs any other import one ``str.startswith``."""
-    with _hook_lock:
-        if _store_path_hook not in sys.path_hooks:
-            sys.path_hooks.insert(0, _store_path_hook)
-        if _reload_finder not in sys.meta_path:
-            sys.meta_path.insert(0, _reload_finder)
-
-
 def execute_package(name: str, package: Path, origin: KernelOrigin | None = None) -> ModuleType:
-    """Execute the package folder ``package`` as the module ``name`` (``kernelhook check`` uses it too).
+    """Import the package folder ``package`` as the module ``name`` (``kernelhook check`` uses it too).
+
+    The import system does the work, so its per-module locks apply: a thread importing a
+    module another thread is still executing waits for it, the executing thread itself (a
+    kernel importing itself or its submodules) gets the module as it stands, and a cycle of
+    threads waiting on each other is broken rather than hung.
 
     Returns:
         The module, in sys.modules, with ``__kernelhook__`` set to ``origin``.
@@ -160,39 +119,70 @@ def execute_package(name: str, package: Path, origin: KernelOrigin | None = None
         KernelLoadError: the package raised while executing (the exception is its ``__cause__``);
             nothing of it is left in sys.modules.
     """
-    spec = package_spec(name, package)
-    if spec is None or spec.loader is None:
-        raise KernelLoadError(f"{origin or package}: cannot make a module of {package / '__init__.py'}")
-    module = importlib.util.module_from_spec(spec)
-    module.__kernelhook__ = origin
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        forget(name)
-        if isinstance(exc, Exception):
-            where = f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else str(package)
+    _install_hooks()
+    with _hook_lock:
+        _packages[name] = (package, origin)
+    return importlib.import_module(name)
+
+
+class _ContentFinder:
+    """Finds ``_kernelhook_*`` modules, and only those ``execute_package`` was given a folder for.
+
+    Duck-typed like importlib.abc.MetaPathFinder (importing importlib.abc costs ~6 ms).
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        found = _packages.get(fullname) if path is None else None
+        if found is None:
+            return None
+        package, origin = found
+        init = str(package / "__init__.py")
+        spec = importlib.machinery.ModuleSpec(
+            fullname, _PackageLoader(fullname, init, origin), origin=init, is_package=True
+        )
+        spec.submodule_search_locations = [str(package)]
+        spec.has_location = True  # so the module gets __file__ and __cached__
+        return spec
+
+    def __repr__(self) -> str:
+        return "<kernelhook finder for kernel packages in the store>"
+
+
+class _PackageLoader(_StoreSourceLoader):
+    """A kernel package's ``__init__.py``, executed with ``__kernelhook__`` already set."""
+
+    def __init__(self, fullname: str, path: str, origin: KernelOrigin | None):
+        super().__init__(fullname, path)
+        self.origin = origin
+
+    def exec_module(self, module):
+        module.__kernelhook__ = self.origin
+        try:
+            super().exec_module(module)
+        except BaseException as exc:
+            # Here, not around the import: only the thread that executed the kernel may clean up after it.
+            forget(module.__name__)
+            if not isinstance(exc, Exception):
+                raise
+            origin = self.origin
+            where = f"{origin.repo_id}@{origin.commit[:12]} [{origin.variant}]" if origin else str(Path(self.path).parent)
             raise KernelLoadError(
                 f"{where}: executing the kernel failed: {type(exc).__name__}: {exc}. Nothing was left in "
                 f"sys.modules. Fix: see the traceback above this error; a missing dependency of the kernel "
                 f"must be installed."
             ) from exc
-        raise
-    return module
 
 
-def package_spec(name: str, package: Path) -> importlib.machinery.ModuleSpec | None:
-    """The spec that executes the package folder ``package`` as the module ``name``, from its source
-    (``_ReloadFinder`` hands it to ``importlib.reload`` too, which executes the kernel again).
+_content_finder = _ContentFinder()
 
-    Returns:
-        The spec (executing it fails when ``package`` holds no ``__init__.py``).
-    """
-    _install_hooks()
-    init = package / "__init__.py"
-    return importlib.util.spec_from_file_location(
-        name, init, loader=_StoreSourceLoader(name, str(init)), submodule_search_locations=[str(package)]
-    )
+
+def _install_hooks() -> None:
+    with _hook_lock:
+        if _store_path_hook not in sys.path_hooks:
+            sys.path_hooks.insert(0, _store_path_hook)
+        if _content_finder not in sys.meta_path:
+            # First: no folder on sys.path may answer for a content-derived name.
+            sys.meta_path.insert(0, _content_finder)
 
 
 def forget(name: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from ..errors import InvalidKernelName, InvalidRevision
 
@@ -23,26 +23,26 @@ ROOT = "kernels_hub"
 # Kernels execute under names with this prefix and a digest (loader.py), never under repo text.
 CONTENT_PREFIX = "_kernelhook_"
 
+# Patterns, compiled on first use (re keeps them): importing kernels_hub compiles none of them,
+# and a load compiles only those its name needs (~0.1-0.3 ms each).
 # Hub org and repo names: letters, digits, '-', '_', '.'; at most 96 characters.
-_HUB_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?")
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
 # Inside a dotted module name a part cannot hold '.', so it is narrower.
-_MODULE_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,94}[A-Za-z0-9_])?")
+_MODULE_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,94}[A-Za-z0-9_])?"
 # Git ref names, as far as they matter here: no spaces, no '..', no control or
 # special characters, no leading '-' or '/', no trailing '/' or '.lock'.
-_REVISION = re.compile(r"(?!-)(?!/)(?!.*\.\.)(?!.*//)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]{1,255}")
-_FULL_SHA = re.compile(r"[0-9a-f]{40}")
-_SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
-# A Hub pull request's head: how a kernel is tried before it is merged.
-_PULL_REQUEST = re.compile(r"refs/pr/[1-9][0-9]*")
+_REVISION = r"(?!-)(?!/)(?!.*\.\.)(?!.*//)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]{1,255}"
+_HEX = "0123456789abcdef"  # commit shas: lower-case hex only
+_PULL_REQUEST_PREFIX = "refs/pr/"  # a Hub pull request's head: how a kernel is tried before it is merged
 
 
-class KernelName(NamedTuple):
-    """A kernel as the user named it, before any lookup."""
+# collections.namedtuple, not typing.NamedTuple: that one costs ~0.25 ms a class to create, on the
+# import path of every kernel load.
+class KernelName(namedtuple("KernelName", "org repo revision typed")):
+    """A kernel as the user named it, before any lookup: ``org``, ``repo``, ``revision`` (or None)
+    and ``typed``, the text the user wrote, for error messages."""
 
-    org: str
-    repo: str
-    revision: str | None
-    typed: str  # the text the user wrote, for error messages
+    __slots__ = ()
 
     def repo_id_candidates(self) -> tuple[str, ...]:
         """Hub repo ids to try, in order: each part as written, then hyphenated."""
@@ -61,13 +61,16 @@ def _spellings(part: str) -> tuple[str, ...]:
     return (part,) if hyphenated == part else (part, hyphenated)
 
 
-class ModuleName(NamedTuple):
-    """A name under ``kernels_hub``: the root, an org namespace, a kernel or a submodule."""
+class ModuleName:
+    """A name under ``kernels_hub``: the root, an org namespace, a kernel or a submodule. Each field is
+    None when absent: ``org``; ``kernel``, a KernelName; ``kernel_module``, the dotted name of the
+    kernel module itself; ``submodule``, the dotted path below the kernel, e.g. ``"layers"``."""
 
-    org: str | None = None
-    kernel: KernelName | None = None
-    kernel_module: str | None = None  # the dotted name of the kernel module itself
-    submodule: str | None = None  # dotted path below the kernel, e.g. "layers"
+    __slots__ = ("org", "kernel", "kernel_module", "submodule")
+
+    def __init__(self, org: str | None = None, kernel: KernelName | None = None, kernel_module: str | None = None,
+                 submodule: str | None = None):
+        self.org, self.kernel, self.kernel_module, self.submodule = org, kernel, kernel_module, submodule
 
 
 def parse_module_name(fullname: str) -> ModuleName | None:
@@ -78,7 +81,7 @@ def parse_module_name(fullname: str) -> ModuleName | None:
     if len(parts) == 1:
         return ModuleName()
     org = parts[1]
-    if not _MODULE_PART.fullmatch(org):
+    if not re.fullmatch(_MODULE_PART, org):
         raise InvalidKernelName(
             f"{fullname!r}: {org!r} is not a Hub org name (letters, digits, '-' and '_'). "
             f"Write kernels_hub.<org>.<repo>, e.g. kernels_hub.kernels_ext_npu.RMSNorm."
@@ -86,7 +89,7 @@ def parse_module_name(fullname: str) -> ModuleName | None:
     if len(parts) == 2:
         return ModuleName(org=org)
     repo, _, revision = parts[2].partition("@")
-    if not _MODULE_PART.fullmatch(repo) or "@" in revision or (revision == "" and "@" in parts[2]):
+    if not re.fullmatch(_MODULE_PART, repo) or "@" in revision or (revision == "" and "@" in parts[2]):
         raise InvalidKernelName(
             f"{fullname!r}: {parts[2]!r} is not <repo> or <repo>@<revision>. "
             f"Example: kernels_hub.{org}.RMSNorm@v1; for revisions with dots use "
@@ -106,7 +109,7 @@ def parse_repo_id(repo_id: str, revision: str | None = None, version: int | None
         raise InvalidKernelName(f"{repo_id!r} is not a Hub repo id: write 'org/repo', e.g. 'kernels-ext-npu/RMSNorm'.")
     org, repo = repo_id.split("/")
     for part in (org, repo):
-        if not _HUB_PART.fullmatch(part) or ".." in part or "--" in part:
+        if not re.fullmatch(_HUB_PART, part) or ".." in part or "--" in part:
             raise InvalidKernelName(
                 f"{repo_id!r}: {part!r} is not a valid Hub name (letters, digits, '-', '_', '.', at most 96)."
             )
@@ -124,9 +127,9 @@ def _describe(revision: str | None, version: int | None) -> str:
 
 
 def _check_revision(revision: str | None, typed: str) -> str | None:
-    if revision is None:
-        return None
-    if not isinstance(revision, str) or not _REVISION.fullmatch(revision):
+    if revision is None or (isinstance(revision, str) and is_full_sha(revision)):
+        return revision  # a commit sha is a valid ref name: no pattern to compile for the commonest pin
+    if not isinstance(revision, str) or not re.fullmatch(_REVISION, revision):
         raise InvalidRevision(
             f"{typed}: {revision!r} is not a revision: use a branch, tag, commit sha (7 to 40 hex digits), vN "
             f"or refs/pr/N."
@@ -135,14 +138,15 @@ def _check_revision(revision: str | None, typed: str) -> str | None:
 
 
 def is_full_sha(revision: str) -> bool:
-    return bool(_FULL_SHA.fullmatch(revision))
+    return len(revision) == 40 and not revision.strip(_HEX)  # nothing left once hex digits are stripped
 
 
 def is_short_sha(revision: str) -> bool:
     """7 to 39 lower-case hex digits: taken as an abbreviated commit."""
-    return bool(_SHORT_SHA.fullmatch(revision))
+    return 7 <= len(revision) <= 39 and not revision.strip(_HEX)
 
 
 def is_pull_request(revision: str) -> bool:
     """``refs/pr/<N>``: the head of the Hub's pull request number N."""
-    return bool(_PULL_REQUEST.fullmatch(revision))
+    number = revision[len(_PULL_REQUEST_PREFIX):] if revision.startswith(_PULL_REQUEST_PREFIX) else ""
+    return number.isascii() and number.isdigit() and not number.startswith("0")

@@ -28,24 +28,32 @@ import logging
 import re
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .. import hub
-from ..cache import lockfile
 from ..cache.store import Store
 from ..errors import HubUnreachableError, InvalidTokenError, KernelNotFoundError, RevisionNotFoundError
+from ..project import lockfile_in_effect
 from ..repo import RepoAddress, Resolved
-from . import distributed
 from .names import KernelName, is_full_sha, is_pull_request, is_short_sha
+
+if TYPE_CHECKING:  # imported where used: a load without a lockfile never needs it
+    from ..cache import lockfile
 
 logger = logging.getLogger("kernelhook")
 
-_VERSION_BRANCH = re.compile(r"v(\d+)")
+_VERSION_BRANCH = r"v(\d+)"  # compiled on first use (re keeps it): only unpinned names need it
 
 
 def lockfile_pin(name: KernelName, store: Store) -> Resolved | None:
     """The commit the lockfile in effect pins for this name, if any (see ``locked_resolution``)."""
-    lock = lockfile.lock_in_effect()
-    locked = lock.find(name.repo_id_candidates()) if lock is not None else None
+    path = lockfile_in_effect()
+    if path is None:
+        return None
+    from ..cache import lockfile  # here, not at the top: without a lockfile a load never needs it
+
+    lock = lockfile.lock_at(path)
+    locked = lock.find(name.repo_id_candidates())
     if locked is None:
         return None
     return locked_resolution(lock, locked, store, f"lockfile {lock.path}")
@@ -90,7 +98,11 @@ def resolve(name: KernelName, store: Store) -> Resolved:
         if pinned is not None:
             return pinned
     movable = name.revision is None or not (is_full_sha(name.revision) or is_short_sha(name.revision))
-    job = distributed.job_store() if movable else None
+    if not movable:
+        return _resolve_here(name, store)
+    from . import distributed  # here, not at the top: a commit pin never needs it
+
+    job = distributed.job_store()
     if job is None:
         return _resolve_here(name, store)
     # Under torchrun, one rank resolves a movable name for the whole job; the rest load its commit.
@@ -167,7 +179,7 @@ def _resolve_online(name: KernelName, repo: RepoAddress, store: Store) -> Resolv
 
 def _resolve_unpinned(name: KernelName, repo: RepoAddress, store: Store) -> Resolved:
     refs = hub.list_refs(repo)
-    versions = {int(m.group(1)): b for b in refs.branches if (m := _VERSION_BRANCH.fullmatch(b))}
+    versions = {int(m.group(1)): b for b in refs.branches if (m := re.fullmatch(_VERSION_BRANCH, b))}
     branch = versions[max(versions)] if versions else "main"
     if branch not in refs.branches:
         raise RevisionNotFoundError(
