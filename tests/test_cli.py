@@ -211,6 +211,9 @@ def moved(tmp_path, monkeypatch, system):
         assert run("lock")[0] == 0  # pins A
         tree_a = kernelhook.origin(kernelhook.get_kernel(REPO)).tree  # loaded under the lock: verified, on record
         (tmp_path / "kernelhook.lock").rename(tmp_path / "a.lock")
+        # A load under a lock leaves a commit ref that prune keeps anywhere (a root); drop it, as if A had
+        # been loaded under a lock that is gone, so that only the lock passed to prune can keep A.
+        (tmp_path / "cache" / "v1" / "refs" / "model" / REPO / "revisions" / f"rev-{a}.json").unlink()
         assert kernelhook.get_kernel(REPO, revision="v1").VERSION == "A"
         b = hub.commit(REPO, new_layout("torch-universal", "B"), branch="v1", replace=True)
         assert kernelhook.get_kernel(REPO, revision="v1").VERSION == "B"

@@ -96,7 +96,7 @@ def test_a_warm_commit_pinned_load_imports_only_the_steps_it_uses(env, system, h
         "kernelhook", "kernelhook.errors", "kernelhook.loading", "kernelhook.loading.names", "kernelhook.loading.finder",
         "kernelhook.loading.api", "kernelhook.loading.resolve", "kernelhook.loading.fetch", "kernelhook.loading.loader",
         "kernelhook.cache", "kernelhook.cache.store", "kernelhook.hub", "kernelhook.platform", "kernelhook.project",
-        "kernelhook.repo",
+        "kernelhook.repo", "kernelhook.settings",  # settings: KERNELHOOK_SYSTEM is read to choose the variant
     ])
 
 

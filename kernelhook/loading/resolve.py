@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # imported where used: a load without a lockfile never needs 
 
 logger = logging.getLogger("kernelhook")
 
-_VERSION_BRANCH = r"v(\d+)"  # compiled on first use (re keeps it): only unpinned names need it
+_VERSION_BRANCH = r"v(\d+)"  # compiled on first use (re keeps it): only branch and unpinned resolves need it
 
 
 def lockfile_pin(name: KernelName, store: Store) -> Resolved | None:
@@ -201,10 +201,10 @@ def _warn_if_newer_version(name: KernelName, repo: RepoAddress, refs: hub.Refs) 
     """Warn, once per repo and process, when a pinned major version (branch ``vN``) is older than the
     newest on the Hub, as the ``kernels`` package does. It reads the refs listing the resolve fetched
     anyway, so it never costs a request (a cached or locked pin, which sends none, never warns)."""
-    pinned = _VERSION_BRANCH.fullmatch(name.revision or "")
+    pinned = re.fullmatch(_VERSION_BRANCH, name.revision or "")
     if pinned is None or name.revision not in refs.branches:
         return
-    newest = max(int(m.group(1)) for b in refs.branches if (m := _VERSION_BRANCH.fullmatch(b)))
+    newest = max(int(m.group(1)) for b in refs.branches if (m := re.fullmatch(_VERSION_BRANCH, b)))
     with _warned_lock:
         if newest <= int(pinned.group(1)) or repo.repo_id in _warned:
             return
