@@ -90,8 +90,8 @@ def kernelize_function(tool):
     return tool_module.kernelize, tool_module.Mode.INFERENCE
 
 
-def from_hub(module, tool):  # forward is an instance attribute whose function the tool loaded from its cache
-    fn = getattr(module.__dict__.get("forward"), "__func__", None)
+def from_hub(module, tool):  # the module's forward is a function the tool loaded from its cache: kernels sets
+    fn = getattr(module.forward, "__func__", None)  # it on the instance, kernelhook in a class it makes
     cache = os.path.realpath(os.environ["KERNELHOOK_CACHE" if tool == "kernelhook" else "HF_HUB_CACHE"])
     return fn is not None and fn.__module__.endswith("layers") and \
         os.path.realpath(fn.__code__.co_filename).startswith(cache + os.sep)

@@ -166,11 +166,11 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
         if cls not in plans:
             plans[cls] = _class_plan(cls, device_type, capability, mode, table, fallback)
         if plans[cls] is not None:
-            marked.append((path, module, kind, plans[cls], _foreign_forward(module, path, fallback)))
+            marked.append((path, module, cls, kind, plans[cls], _foreign_forward(module, path, fallback)))
     report = KernelizeReport(device_type, mode)
     debug = logger.isEnabledFor(logging.DEBUG)
-    for path, module, kind, plan, foreign in marked:
-        _bind(module, path, kind, plan, foreign, report, debug)
+    for path, module, cls, kind, plan, foreign in marked:
+        _bind(module, path, cls, kind, plan, foreign, report, debug)
     _log_summary(plans, device_type, mode)
     _reports[model] = report
     return model
@@ -356,9 +356,8 @@ def _is_class_forward(forward, module) -> bool:
 # -- binding ----------------------------------------------------------------------------------------------
 
 
-def _bind(module, path: str, kind: str, plan: _Plan, foreign: str | None, report: KernelizeReport,
+def _bind(module, path: str, native: type, kind: str, plan: _Plan, foreign: str | None, report: KernelizeReport,
           debug: bool) -> None:
-    native = classes.native_class(type(module))
     plan.modules += 1
     chosen = plan.kernel_class or plan.functions_class
     overruled = None
@@ -393,13 +392,18 @@ def _record(report: KernelizeReport, path: str, what: str, layer_name: str, kern
 def _set_class(module, cls: type) -> None:
     """Give the module its class, and keep what accelerate wrapped pointing at that class's forward."""
     state = module.__dict__
-    forward = state.get("forward")
-    if forward is not None and not _is_accelerate_hooked(state) and _is_class_forward(forward, module):
-        del state["forward"]  # left behind by a removed hook: the class decides again
     if type(module) is not cls:
-        module.__class__ = cls
+        # Straight past nn.Module.__setattr__: its parameter and buffer checks (a Python-level isinstance
+        # per call) cost as much as the rest of binding, and __class__ is never one of those.
+        object.__setattr__(module, "__class__", cls)
+    if "forward" not in state and "_old_forward" not in state:
+        return  # the common case: nothing on the instance
+    forward = state.get("forward")
+    hooked = _is_accelerate_hooked(state)
+    if forward is not None and not hooked and _is_class_forward(forward, module):
+        del state["forward"]  # left behind by a removed hook: the class decides again
     old = state.get("_old_forward")
-    if _is_accelerate_hooked(state) and old is not None and _is_class_forward(old, module):
+    if hooked and old is not None and _is_class_forward(old, module):
         state["_old_forward"] = MethodType(cls.forward, module)  # the kernel runs inside the hook
 
 
