@@ -33,32 +33,20 @@ from ..loading.names import KernelName, parse_repo_id
 _SHORT_FORM = re.compile(r"(?P<repo>[^@:\s]+/[^@:\s]+)(?:@(?P<rev>[^:\s]+))?:(?P<layer>[A-Za-z_][A-Za-z0-9_]*)")
 
 
-class HubRepository:
-    """What Layer- and FuncRepository share: a Hub repo id, pinned by revision or version (or neither:
-    then the lockfile's pin, else the highest ``vN`` branch, else ``main``)."""
+class Repository:
+    """What every repository kind shares: equality and hashing by ``key()``, which names the kind,
+    the source and the layer or function; ``kind`` is "layer" or "function"."""
 
-    __slots__ = ("repo_id", "revision", "version", "_name")
+    __slots__ = ()
     kind = "layer"
-
-    def __init__(self, repo_id: str, revision: str | None, version: int | None):
-        self._name: KernelName = parse_repo_id(repo_id, revision, version)  # bad input fails here, early
-        self.repo_id, self.revision, self.version = repo_id, revision, version
-
-    @property
-    def kernel_name(self) -> KernelName:
-        return self._name
 
     @property
     def name(self) -> str:
         """The layer or function name inside the kernel."""
         raise NotImplementedError
 
-    def module(self, load_kernel) -> ModuleType:
-        """The kernel module, through the loading path (resolve, fetch, verify, load)."""
-        return load_kernel(self._name)
-
     def key(self) -> tuple:
-        return (type(self).__name__, self.repo_id, self.name, self._name.revision)
+        raise NotImplementedError
 
     def __eq__(self, other):
         return type(other) is type(self) and self.key() == other.key()
@@ -68,6 +56,28 @@ class HubRepository:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
+
+
+class HubRepository(Repository):
+    """What Layer- and FuncRepository share: a Hub repo id, pinned by revision or version (or neither:
+    then the lockfile's pin, else the highest ``vN`` branch, else ``main``)."""
+
+    __slots__ = ("repo_id", "revision", "version", "_name")
+
+    def __init__(self, repo_id: str, revision: str | None, version: int | None):
+        self._name: KernelName = parse_repo_id(repo_id, revision, version)  # bad input fails here, early
+        self.repo_id, self.revision, self.version = repo_id, revision, version
+
+    @property
+    def kernel_name(self) -> KernelName:
+        return self._name
+
+    def module(self, load_kernel) -> ModuleType:
+        """The kernel module, through the loading path (resolve, fetch, verify, load)."""
+        return load_kernel(self._name)
+
+    def key(self) -> tuple:
+        return (type(self).__name__, self.repo_id, self.name, self._name.revision)
 
     def __str__(self) -> str:
         revision = f"@{self._name.revision}" if self._name.revision else ""
@@ -166,7 +176,7 @@ def _identifier(value, what: str) -> str:
     return value
 
 
-class LocalRepository:
+class LocalRepository(Repository):
     """What Local- Layer and Func repositories share: a kernel folder on this machine (``get_local_kernel``).
 
     Each load hashes the folder's chosen variant, so an edited folder loads as a new module; ``pinned``
@@ -174,16 +184,11 @@ class LocalRepository:
     """
 
     __slots__ = ("repo_path", "package_name", "repo_id")
-    kind = "layer"
 
     def __init__(self, repo_path, package_name: str | None):
         self.repo_path = Path(repo_path).expanduser().resolve()
         self.package_name = package_name
         self.repo_id = str(self.repo_path)  # what messages and the trust check name it by
-
-    @property
-    def name(self) -> str:
-        raise NotImplementedError
 
     def module(self, load_kernel) -> ModuleType:
         """The kernel module from the folder (loading/local.py); ``load_kernel`` is not needed."""
@@ -196,15 +201,6 @@ class LocalRepository:
 
     def key(self) -> tuple:
         return (type(self).__name__, self.repo_id, self.name, self.package_name)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and self.key() == other.key()
-
-    def __hash__(self):
-        return hash(self.key())
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.repo_id!r}, {self.name!r})"
 
     def __str__(self) -> str:
         return f"{self.repo_id}:{self.name}"
@@ -249,7 +245,7 @@ class LocalFuncRepository(LocalRepository):
         return function_class(self, module, self.func_name)
 
 
-class LockedRepository:
+class LockedRepository(Repository):
     """What Locked- Layer and Func repositories share: a repo at the commit a lock pins it to.
 
     The lock is read when the repository is made (as the ``kernels`` package does), from ``lockfile``
@@ -259,7 +255,6 @@ class LockedRepository:
     """
 
     __slots__ = ("repo_id", "lockfile", "pin")
-    kind = "layer"
 
     def __init__(self, repo_id: str, lockfile):
         from ..cache.kernels_lock import find_pin
@@ -268,10 +263,6 @@ class LockedRepository:
         parse_repo_id(repo_id)  # bad input fails here, early
         self.repo_id, self.lockfile = repo_id, lockfile
         self.pin = find_pin(repo_id, lockfile, caller_package())
-
-    @property
-    def name(self) -> str:
-        raise NotImplementedError
 
     def module(self, load_kernel) -> ModuleType:
         """The locked kernel module (loading/locked.py); ``load_kernel`` is not needed."""
@@ -284,15 +275,6 @@ class LockedRepository:
 
     def key(self) -> tuple:
         return (type(self).__name__, self.repo_id, self.name, self.pin.commit, self.pin.source)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and self.key() == other.key()
-
-    def __hash__(self):
-        return hash(self.key())
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self)!r})"
 
     def __str__(self) -> str:
         return f"{self.repo_id}@{self.pin.commit}:{self.name}"
