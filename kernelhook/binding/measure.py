@@ -30,7 +30,7 @@ logger = logging.getLogger("kernelhook")
 MARGIN = 0.05  # the kernel's median must be at least this fraction below the native one to be bound
 WARMUP = 3  # calls of each forward before timing: lazy initialisation, caches, autotuning
 REPEATS = 7  # timed repeats of each forward, interleaved; the median of them decides
-MIN_REPEAT_S = 0.002  # calls per repeat are raised until one repeat takes this long (bounded by MAX_CALLS)
+MIN_REPEAT_S = 0.002  # each forward's calls per repeat are raised until a repeat takes this long (to MAX_CALLS)
 MAX_CALLS = 256
 
 
@@ -94,12 +94,12 @@ def time_forward(native_forward, kernel_forward, module, args: tuple, kwargs: di
         for _ in range(WARMUP):
             native_forward(module, *args, **kwargs)
             kernel_forward(module, *args, **kwargs)
-        calls = max(_calls_for(native_forward, module, args, kwargs, sync),
-                    _calls_for(kernel_forward, module, args, kwargs, sync))
+        native_calls = _calls_for(native_forward, module, args, kwargs, sync)
+        kernel_calls = _calls_for(kernel_forward, module, args, kwargs, sync)
         native, kernel = [], []
         for _ in range(REPEATS):  # interleaved, so a burst of load elsewhere hits both
-            native.append(_repeat(native_forward, module, args, kwargs, sync, calls))
-            kernel.append(_repeat(kernel_forward, module, args, kwargs, sync, calls))
+            native.append(_repeat(native_forward, module, args, kwargs, sync, native_calls))
+            kernel.append(_repeat(kernel_forward, module, args, kwargs, sync, kernel_calls))
     return Timing(1000 * statistics.median(native), 1000 * statistics.median(kernel))
 
 
