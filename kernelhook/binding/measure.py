@@ -17,6 +17,7 @@ timing, and a new device, dtype, shape class or kernel commit is measured anew.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ class Timing(NamedTuple):
 
 
 def device_name(device_type: str) -> str:
-    """What decisions are kept per: the accelerator's own name, or the CPU's ("cpu <processor>")."""
+    """What decisions are kept per: the accelerator's own name, or the CPU's ("cpu x86_64 <model name>")."""
     import torch
 
     if device_type in ("cuda", "rocm") and torch.cuda.is_available():
@@ -56,7 +57,21 @@ def device_name(device_type: str) -> str:
     npu = getattr(torch, "npu", None)
     if device_type == "npu" and npu is not None and hasattr(npu, "get_device_name"):
         return f"npu {npu.get_device_name()}"
-    return f"{device_type} {platform.processor() or platform.machine()}"
+    return f"{device_type} {_cpu_name()}"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo where there is one; else the machine (platform.processor() on
+    Linux runs ``uname -p`` in a subprocess, which costs more than a remembered decision does)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith(("model name", "Model", "cpu model")) and ":" in line:
+                    return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return platform.machine() or "unknown"
 
 
 def shape_class(shape) -> list[int]:
