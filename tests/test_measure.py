@@ -127,11 +127,32 @@ def test_a_new_commit_of_the_kernel_is_measured_again(menv, measure_hub, timings
     assert before.bound[0].commit != new and after.bound[0].commit == new
 
 
-def test_measure_needs_sample_input_and_changes_nothing_without_it(menv, timings):
+def test_without_sample_input_the_first_forward_records_measures_and_binds(menv, timings):
+    reference = measured.model()(measured.sample())
     model = measured.model()
-    with use_kernel_mapping(measured.MAPPING), pytest.raises(ValueError, match="sample_input="):
+    with use_kernel_mapping(measured.MAPPING):
         kernelize(model, device="cpu", measure=True)
-    assert kernelize_report(model) is None and type(model[1]) is measured.HeavyScale and not timings
+    before = kernelize_report(model)
+    assert not before.bound and not timings and type(model[1]) is measured.HeavyScale
+    assert all("decided after the model's first forward" in k.reason for k in before.kept)
+    torch.testing.assert_close(model(measured.sample()), reference)  # the first forward: the classes' own
+    assert sorted(timings) == ["HeavyScale", "LightScale"]
+    report = kernelize_report(model)
+    assert [b.module for b in report.bound] == ["1", "3"] and [k.module for k in report.kept] == ["2", "4"]
+    assert type(model[1]) is not measured.HeavyScale and type(model[2]) is measured.LightScale
+    assert not model._forward_hooks and not any(m._forward_pre_hooks for m in model.modules())
+    torch.testing.assert_close(model(measured.sample()), reference)
+    assert len(timings) == 2  # decided once
+
+
+def test_kernelize_again_before_the_first_forward_drops_the_deferred_measurement(menv, timings):
+    model = measured.model()
+    with use_kernel_mapping(measured.MAPPING):
+        kernelize(model, device="cpu", measure=True)
+        kernelize(model, device="cpu")  # binds both, measures nothing
+    model(measured.sample())
+    assert not timings and len(kernelize_report(model).bound) == 4
+    assert not model._forward_hooks and not any(m._forward_pre_hooks for m in model.modules())
 
 
 def test_a_class_the_sample_does_not_reach_keeps_its_forward(menv, timings):

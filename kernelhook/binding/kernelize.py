@@ -107,7 +107,7 @@ class _Plan:
     """What every module of one class gets: a kernel class, or a reason to keep its forward."""
 
     __slots__ = ("layer_name", "kernel_class", "kernel", "reason", "modules", "condition", "functions",
-                 "functions_class", "timing")
+                 "functions_class", "timing", "undecided")
 
     def __init__(self, layer_name: str | None, condition=None):
         self.layer_name = layer_name  # None: the class is no layer itself, only calls marked functions
@@ -119,6 +119,7 @@ class _Plan:
         self.functions: list[_FunctionPlan] = []  # stock functions its forward calls (transformers' own)
         self.functions_class: type | None = None  # its forward, calling the function kernels chosen
         self.timing: measuring.Timing | None = None  # measure=True: what decided for kernel_class
+        self.undecided: type | None = None  # measure=True without sample_input: the kernel class, until measured
 
 
 class _FunctionPlan:
@@ -155,22 +156,21 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
             Each decision is kept in the cache per device, kernel commit and variant, class, dtype and shape
             class, so a later process decides without timing. Function kernels are not measured.
         sample_input: with measure=True, the model's inputs: its positional args (a tuple, or one tensor),
-            or ``(args, kwargs)``; the model runs once on them under ``torch.no_grad``. Required with measure.
+            or ``(args, kwargs)``; the model runs once on them under ``torch.no_grad``. Without it, the
+            classes to measure keep their own forward until the model's first forward, whose inputs are
+            recorded; right after it they are measured (or recalled) and bound, and the report is redone.
 
     Returns:
         The same model; ``kernelize_report(model)`` says what was bound where and what was kept.
 
     Raises:
-        ValueError: ``mode`` is not one kernelize uses, or measure=True without ``sample_input``.
+        ValueError: ``mode`` is not one kernelize uses.
         KernelizeError: the device cannot be told, or (use_fallback=False) a kernel cannot be had, does
             not fit, or a module's forward was set by someone else.
         KernelLayerError: a mapped layer breaks a rule, with or without fallback.
     Nothing of the model has changed when any of these is raised.
     """
     mode = _mode_for(model, mode)
-    if measure and sample_input is None:
-        raise ValueError("kernelize(measure=True) times kernels on the inputs the model really sees; pass "
-                         "sample_input= (the model's args, or (args, kwargs)), e.g. sample_input=(input_ids,)")
     fallback = fallback_cases(use_fallback)
     device_type = _device_type(model, device)
     capability = _capability() if device_type in ("cuda", "rocm") else None
@@ -183,15 +183,25 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
             plans[cls] = _class_plan(cls, device_type, capability, mode, table, fallback)
         if plans[cls] is not None:
             marked.append((path, module, kind, plans[cls], _foreign_forward(module, path, fallback)))
-    if measure:
+    _cancel_deferred(model)
+    if measure and sample_input is not None:
         _measure(model, plans, marked, sample_input, device_type)
+    elif measure:
+        _defer(model, plans, marked, device_type, mode)
+    _bind_all(model, plans, marked, device_type, mode)
+    return model
+
+
+def _bind_all(model, plans: dict, marked: list, device_type: str, mode: Mode) -> None:
     report = KernelizeReport(device_type, mode)
     debug = logger.isEnabledFor(logging.DEBUG)
+    for plan in plans.values():
+        if plan is not None:
+            plan.modules = 0
     for path, module, kind, plan, foreign in marked:
         _bind(module, path, kind, plan, foreign, report, debug)
     _log_summary(plans, device_type, mode)
     _reports[model] = report
-    return model
 
 
 def _candidates(model):
@@ -374,25 +384,74 @@ def _is_class_forward(forward, module) -> bool:
 # -- measuring ----------------------------------------------------------------------------------------------
 
 
+_deferred: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> hook handles until its first forward
+
+
 def _measure(model, plans: dict, marked: list, sample_input, device_type: str) -> None:
     """Keep a class's kernel only where it beats the class's own forward on the inputs its modules see."""
-    from ..cache.store import Store  # only measuring reads and writes decisions
+    natives, members = _to_measure(plans, marked)
+    seen = measuring.record_inputs(model, members, sample_input) if members else {}
+    _decide_all(plans, natives, seen, device_type, "sample_input")
 
+
+def _to_measure(plans: dict, marked: list) -> tuple[dict, dict]:
+    """({id(plan): native class} of the plans with a layer kernel, {id(plan): [its modules]})."""
     natives = {id(plan): cls for cls, plan in plans.items() if plan is not None and plan.kernel_class is not None}
     members: dict = {}
     for _path, module, kind, plan, foreign in marked:
         if kind == "layer" and foreign is None and id(plan) in natives:
             members.setdefault(id(plan), []).append(module)
-    seen = measuring.record_inputs(model, members, sample_input) if members else {}
+    return natives, members
+
+
+def _decide_all(plans: dict, natives: dict, seen: dict, device_type: str, source: str) -> None:
+    from ..cache.store import Store  # only measuring reads and writes decisions
+
     by_id = {id(plan): plan for plan in plans.values() if plan is not None}
     store = Store()
     for key, cls in natives.items():
         plan = by_id[key]
         if key not in seen:
             plan.kernel_class = None
-            plan.reason = "measured: no module of this class ran on sample_input, so nothing was timed"
+            plan.reason = f"measured: no module of this class ran on {source}, so nothing was timed"
             continue
         _decide(plan, cls, seen[key], device_type, store)
+
+
+def _defer(model, plans: dict, marked: list, device_type: str, mode: Mode) -> None:
+    """measure=True without sample_input: the classes to measure keep their own forward until the model's first
+    forward, which records their inputs (pre-hooks); after it, one forward hook measures, binds and removes all."""
+    natives, members = _to_measure(plans, marked)
+    if not members:
+        return
+    by_id = {id(plan): plan for plan in plans.values() if plan is not None}
+    for key in natives:
+        plan = by_id[key]
+        plan.undecided, plan.kernel_class = plan.kernel_class, None
+        plan.reason = "measure=True: decided after the model's first forward, which runs the class's own"
+    seen: dict = {}
+    handles = measuring.watch_inputs(members, seen)
+
+    def decide(module, _args, _output):
+        handles = _deferred.pop(module, None)
+        if handles is None:  # another thread's forward got here first
+            return
+        for handle in handles:
+            handle.remove()
+        for key in natives:
+            plan = by_id[key]
+            plan.kernel_class, plan.undecided = plan.undecided, None
+        _decide_all(plans, natives, seen, device_type, "the model's first forward")
+        _bind_all(module, plans, marked, device_type, mode)
+
+    handles.append(model.register_forward_hook(decide))
+    _deferred[model] = handles
+
+
+def _cancel_deferred(model) -> None:
+    """A kernelize again before the model's first forward plans anew: the earlier one's hooks go."""
+    for handle in _deferred.pop(model, ()):
+        handle.remove()
 
 
 def _decide(plan: _Plan, cls: type, recorded: tuple, device_type: str, store) -> None:

@@ -168,10 +168,7 @@ def record_inputs(model, modules: dict, sample_input) -> dict:
 
     args, kwargs = _split(sample_input)
     seen: dict = {}
-    handles = []
-    for key, members in modules.items():
-        for module in members:
-            handles.append(module.register_forward_pre_hook(_recorder(seen, key, module), with_kwargs=True))
+    handles = watch_inputs(modules, seen)
     try:
         with torch.no_grad():
             model(*args, **kwargs)
@@ -179,6 +176,17 @@ def record_inputs(model, modules: dict, sample_input) -> dict:
         for handle in handles:
             handle.remove()
     return seen
+
+
+def watch_inputs(modules: dict, seen: dict) -> list:
+    """Forward pre-hooks that put into ``seen[key]`` the first (module, args, kwargs) any module under a
+    key is called with.
+
+    Returns:
+        The hooks' handles: the caller removes them.
+    """
+    return [module.register_forward_pre_hook(_recorder(seen, key, module), with_kwargs=True)
+            for key, members in modules.items() for module in members]
 
 
 def _recorder(seen: dict, key, module):
