@@ -29,6 +29,7 @@ reported with kind "function", as ``<module path>.<mapped name>``.
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from types import MethodType, ModuleType
 from typing import NamedTuple
@@ -38,6 +39,7 @@ from ..loading.api import (
     load_kernel,  # the loader's data path: imported with kernelize, not inside its first call
 )
 from . import classes, mapping, trust
+from . import measure as measuring
 from .functions import rebind
 from .known_layers import layer_name_of, marked_class, stock_functions_of
 from .layers import (
@@ -63,6 +65,8 @@ class Bound(NamedTuple):  # tuples: one is made per module, so they must be chea
     commit: str
     variant: str
     kind: str = "layer"  # or "function" (use_kernelized_func)
+    native_ms: float | None = None  # measure=True: the medians that decided (measured now or remembered)
+    kernel_ms: float | None = None
 
 
 class Kept(NamedTuple):
@@ -103,7 +107,7 @@ class _Plan:
     """What every module of one class gets: a kernel class, or a reason to keep its forward."""
 
     __slots__ = ("layer_name", "kernel_class", "kernel", "reason", "modules", "condition", "functions",
-                 "functions_class")
+                 "functions_class", "timing", "undecided")
 
     def __init__(self, layer_name: str | None, condition=None):
         self.layer_name = layer_name  # None: the class is no layer itself, only calls marked functions
@@ -114,6 +118,8 @@ class _Plan:
         self.condition = condition  # the kernels package's per-instance kernel_condition, if the class has one
         self.functions: list[_FunctionPlan] = []  # stock functions its forward calls (transformers' own)
         self.functions_class: type | None = None  # its forward, calling the function kernels chosen
+        self.timing: measuring.Timing | None = None  # measure=True: what decided for kernel_class
+        self.undecided: type | None = None  # measure=True without sample_input: the kernel class, until measured
 
 
 class _FunctionPlan:
@@ -129,7 +135,8 @@ class _FunctionPlan:
         self.reason = ""
 
 
-def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: bool = True):
+def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: bool = True, measure: bool = False,
+              sample_input=None):
     """Replace the forward of every marked module with the mapped Hub layer's.
 
     Args:
@@ -143,6 +150,15 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
         use_fallback: when a kernel cannot be had or does not fit a class, keep the class's own forward
             and log why; with False, raise KernelizeError instead. A ``KernelizeFallback`` names the
             cases that fall back (True is ``KernelizeFallback.ALL``, False ``NONE``).
+        measure: bind a layer kernel only where it is faster here: for each class a kernel would replace,
+            time its own forward and the kernel's on the inputs one of its modules sees when the model runs
+            ``sample_input``, and bind the kernel only when its median is at least 5% lower (measure.MARGIN).
+            Each decision is kept in the cache per device, kernel commit and variant, class, dtype and shape
+            class, so a later process decides without timing. Function kernels are not measured.
+        sample_input: with measure=True, the model's inputs: its positional args (a tuple, or one tensor),
+            or ``(args, kwargs)``; the model runs once on them under ``torch.no_grad``. Without it, the
+            classes to measure keep their own forward until the model's first forward, whose inputs are
+            recorded; right after it they are measured (or recalled) and bound, and the report is redone.
 
     Returns:
         The same model; ``kernelize_report(model)`` says what was bound where and what was kept.
@@ -167,13 +183,25 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
             plans[cls] = _class_plan(cls, device_type, capability, mode, table, fallback)
         if plans[cls] is not None:
             marked.append((path, module, cls, kind, plans[cls], _foreign_forward(module, path, fallback)))
+    _cancel_deferred(model)
+    if measure and sample_input is not None:
+        _measure(model, plans, marked, sample_input, device_type)
+    elif measure:
+        _defer(model, plans, marked, device_type, mode)
+    _bind_all(model, plans, marked, device_type, mode)
+    return model
+
+
+def _bind_all(model, plans: dict, marked: list, device_type: str, mode: Mode) -> None:
     report = KernelizeReport(device_type, mode)
     debug = logger.isEnabledFor(logging.DEBUG)
+    for plan in plans.values():
+        if plan is not None:
+            plan.modules = 0
     for path, module, cls, kind, plan, foreign in marked:
         _bind(module, path, cls, kind, plan, foreign, report, debug)
     _log_summary(plans, device_type, mode)
     _reports[model] = report
-    return model
 
 
 def _candidates(model):
@@ -353,6 +381,110 @@ def _is_class_forward(forward, module) -> bool:
     return function is native.forward or classes.is_kernel_forward(function)
 
 
+# -- measuring ----------------------------------------------------------------------------------------------
+
+
+_deferred: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> hook handles until its first forward
+
+
+def _measure(model, plans: dict, marked: list, sample_input, device_type: str) -> None:
+    """Keep a class's kernel only where it beats the class's own forward on the inputs its modules see."""
+    natives, members = _to_measure(plans, marked)
+    seen = measuring.record_inputs(model, members, sample_input) if members else {}
+    _decide_all(plans, natives, seen, device_type, "sample_input")
+
+
+def _to_measure(plans: dict, marked: list) -> tuple[dict, dict]:
+    """({id(plan): native class} of the plans with a layer kernel, {id(plan): [its modules]})."""
+    natives = {id(plan): cls for cls, plan in plans.items() if plan is not None and plan.kernel_class is not None}
+    members: dict = {}
+    for _path, module, _cls, kind, plan, foreign in marked:
+        if kind == "layer" and foreign is None and id(plan) in natives:
+            members.setdefault(id(plan), []).append(module)
+    return natives, members
+
+
+def _decide_all(plans: dict, natives: dict, seen: dict, device_type: str, source: str) -> None:
+    from ..cache.store import Store  # only measuring reads and writes decisions
+
+    by_id = {id(plan): plan for plan in plans.values() if plan is not None}
+    store = Store()
+    for key, cls in natives.items():
+        plan = by_id[key]
+        if key not in seen:
+            plan.kernel_class = None
+            plan.reason = f"measured: no module of this class ran on {source}, so nothing was timed"
+            continue
+        _decide(plan, cls, seen[key], device_type, store)
+
+
+def _defer(model, plans: dict, marked: list, device_type: str, mode: Mode) -> None:
+    """measure=True without sample_input: the classes to measure keep their own forward until the model's first
+    forward, which records their inputs (pre-hooks); after it, one forward hook measures, binds and removes all."""
+    natives, members = _to_measure(plans, marked)
+    if not members:
+        return
+    by_id = {id(plan): plan for plan in plans.values() if plan is not None}
+    for key in natives:
+        plan = by_id[key]
+        plan.undecided, plan.kernel_class = plan.kernel_class, None
+        plan.reason = "measure=True: decided after the model's first forward, which runs the class's own"
+    seen: dict = {}
+    handles = measuring.watch_inputs(members, seen)
+
+    def decide(module, _args, _output):
+        handles = _deferred.pop(module, None)
+        if handles is None:  # another thread's forward got here first
+            return
+        for handle in handles:
+            handle.remove()
+        for key in natives:
+            plan = by_id[key]
+            plan.kernel_class, plan.undecided = plan.undecided, None
+        _decide_all(plans, natives, seen, device_type, "the model's first forward")
+        _bind_all(module, plans, marked, device_type, mode)
+
+    handles.append(model.register_forward_hook(decide))
+    _deferred[model] = handles
+
+
+def _cancel_deferred(model) -> None:
+    """A kernelize again before the model's first forward plans anew: the earlier one's hooks go."""
+    for handle in _deferred.pop(model, ()):
+        handle.remove()
+
+
+def _decide(plan: _Plan, cls: type, recorded: tuple, device_type: str, store) -> None:
+    """Measure (or recall) the plan's kernel against ``cls.forward``; drop the kernel unless it wins."""
+    module, args, kwargs = recorded
+    origin = plan.kernel.__kernelhook__
+    fields = {"device": measuring.device_name(device_type), "repo": origin.repo_id, "commit": origin.commit,
+              "variant": origin.variant, "layer": plan.layer_name, "native": f"{cls.__module__}.{cls.__qualname__}",
+              "inputs": measuring.input_signature(args, kwargs)}
+    key = measuring.decision_key(fields)
+    record = store.recall_decision(key)
+    how = "remembered"
+    if record is None:
+        try:
+            timing = measuring.time_forward(cls.forward, plan.kernel_class.forward, module, args, kwargs, device_type)
+        except Exception as exc:  # the kernel (or the class) failed on the real inputs: keep the class's own
+            plan.kernel_class = None
+            plan.reason = f"measured: the kernel failed on the recorded inputs ({type(exc).__name__}: {exc})"
+            logger.warning("kernelize: %s (%s) keeps its forward: %s", plan.layer_name, cls.__name__, plan.reason)
+            return
+        record = {**fields, "native_ms": timing.native_ms, "kernel_ms": timing.kernel_ms, "bound": timing.faster,
+                  "margin": measuring.MARGIN, "measured_at": time.time()}
+        store.remember_decision(key, record)
+        how = "measured"
+    plan.timing = measuring.Timing(record["native_ms"], record["kernel_ms"])
+    logger.info("kernelize: %s %s (%s) for %s: %s -> %s", how, plan.layer_name, cls.__name__,
+                " ".join(f"{d}{s}" for _, d, s in fields["inputs"]), plan.timing,
+                "kernel" if record["bound"] else "native")
+    if not record["bound"]:
+        plan.kernel_class = None
+        plan.reason = f"measured: {plan.timing}; the kernel must be at least {measuring.MARGIN:.0%} faster"
+
+
 # -- binding ----------------------------------------------------------------------------------------------
 
 
@@ -369,7 +501,7 @@ def _bind(module, path: str, native: type, kind: str, plan: _Plan, foreign: str 
     if plan.layer_name is not None:
         bound = chosen is not None and chosen is plan.kernel_class
         _record(report, path, native.__name__, plan.layer_name, plan.kernel if bound else None,
-                overruled or plan.reason, kind, debug)
+                overruled or plan.reason, kind, debug, plan.timing)
     for row in plan.functions:
         bound = chosen is not None and chosen is plan.functions_class and row.kernel is not None
         _record(report, f"{path}.{row.layer_name}" if path else row.layer_name, row.function_name, row.layer_name,
@@ -377,13 +509,14 @@ def _bind(module, path: str, native: type, kind: str, plan: _Plan, foreign: str 
 
 
 def _record(report: KernelizeReport, path: str, what: str, layer_name: str, kernel: ModuleType | None,
-            reason: str, kind: str, debug: bool) -> None:
+            reason: str, kind: str, debug: bool, timing: measuring.Timing | None = None) -> None:
     """One row of the report: bound to ``kernel``, or kept for ``reason``."""
     if kernel is None:
         report.kept.append(Kept(path, what, layer_name, reason, kind))
         return
     origin = kernel.__kernelhook__
-    report.bound.append(Bound(path, what, layer_name, origin.repo_id, origin.commit, origin.variant, kind))
+    times = (None, None) if timing is None else timing
+    report.bound.append(Bound(path, what, layer_name, origin.repo_id, origin.commit, origin.variant, kind, *times))
     if debug:
         logger.debug("kernelize: %s (%s) <- %s from %s@%s", path or "<model>", what, layer_name, origin.repo_id,
                      origin.commit[:12])

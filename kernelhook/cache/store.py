@@ -13,6 +13,8 @@ Layout (``v1/`` is the format version)::
     names/<typed org>/<typed repo>.json  how a typed name mapped to a Hub repo
     verified/<digest>/<key>.json       that tree's files and folders as they were (stat) when
                                        they last matched the lock entry <key> names
+    decisions/<key digest>.json        kernelize(measure=True): whether a kernel beat a class's own
+                                       forward on one device, dtype and shape class (binding/measure.py)
     locks/, tmp/
 
 Revision refs are the roots ``kernelhook cache prune`` keeps. Every pin leaves
@@ -255,6 +257,35 @@ class Store:
 
     def verifications_path(self, digest: str) -> Path:
         return self.root / "verified" / digest
+
+    def recall_decision(self, key: str) -> dict | None:
+        """The measured decision kept under ``key`` (a hex digest), or None when there is none.
+
+        Returns:
+            The record ``remember_decision`` wrote, or None (absent or damaged: measured again).
+
+        Raises:
+            CacheError: permissions keep this user from reading it.
+        """
+        found = self.read_json(f"decisions/{key}.json")
+        return found if isinstance(found, dict) and isinstance(found.get("bound"), bool) else None
+
+    def remember_decision(self, key: str, record: dict) -> None:
+        """Keep a measured decision under ``key`` (a hex digest); a cache that cannot be written keeps none."""
+        self.write_json(f"decisions/{key}.json", record)
+
+    def decisions(self) -> list[dict]:
+        """Every measured decision in the cache, in file-name order (for ``kernelhook bench``).
+
+        Returns:
+            The records, damaged ones left out.
+
+        Raises:
+            CacheError: permissions keep this user from reading the folder or a record.
+        """
+        found = (self.recall_decision(p.stem) for p in sorted(self._entries(self.root / "decisions"))
+                 if p.suffix == ".json")
+        return [record for record in found if record is not None]
 
     # -- writing (atomic) ------------------------------------------------------------
 

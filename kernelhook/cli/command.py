@@ -7,6 +7,7 @@
     kernelhook cache ls | verify [--repair] | prune [--dry-run]
     kernelhook check DIR                           validate a kernel repo folder before publishing
     kernelhook publish DIR --repo ORG/NAME --version N   check, then upload to the branch vN; prints the commit
+    kernelhook bench [--plot FILE.png]             kernelize(measure=True)'s decisions kept in the cache
 
 Every command takes --json, before or after the command's name; ``kernelhook --version``
 prints the version. Exit codes: 0 ok, 1 failed, 2 bad usage (argparse's own
@@ -207,6 +208,63 @@ def cmd_publish(args):
     return data, published.commit, 0
 
 
+def cmd_bench(args):
+    rows = [_bench_row(record) for record in Store().decisions()]
+    rows.sort(key=lambda r: (r["device"], r["layer"], r["kernel"], r["dtype"], r["shape_class"]))
+    if args.plot:
+        _plot(rows, Path(args.plot))
+    columns = ("device", "layer", "kernel", "dtype", "shape_class", "native_ms", "kernel_ms", "bound")
+    table = [columns] + [tuple(_cell(r[c]) for c in columns) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+    if not rows:
+        lines.append("no decisions yet: kernelize(model, measure=True, sample_input=...) makes them")
+    if args.plot:
+        lines.append(f"plot written to {args.plot}")
+    return {"decisions": rows}, "\n".join(lines), 0
+
+
+def _bench_row(record: dict) -> dict:
+    inputs = [i for i in record.get("inputs", []) if isinstance(i, list) and len(i) == 3]
+    return {
+        "device": str(record.get("device")), "layer": str(record.get("layer")),
+        "kernel": f"{record.get('repo')}@{str(record.get('commit'))[:12]} [{record.get('variant')}]",
+        "native": str(record.get("native")), "dtype": ",".join(str(i[1]) for i in inputs),
+        "shape_class": ",".join("x".join(str(d) for d in i[2]) for i in inputs),
+        "native_ms": record.get("native_ms"), "kernel_ms": record.get("kernel_ms"), "bound": record.get("bound"),
+    }
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "kernel" if value else "native"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """A grouped bar chart: native and kernel ms side by side for each decision."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # a file, never a window
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise KernelHookError(f"--plot needs matplotlib, which is not installed here ({exc}). Fix: pip install "
+                         f"matplotlib, or leave out --plot for the table.") from exc
+    labels = [f"{r['layer']}\n{r['dtype']} {r['shape_class']}\n{r['device']}" for r in rows]
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.6 * len(rows)), 4.0))
+    positions = range(len(rows))
+    axes.bar([p - 0.2 for p in positions], [r["native_ms"] or 0 for r in rows], 0.4, label="native")
+    axes.bar([p + 0.2 for p in positions], [r["kernel_ms"] or 0 for r in rows], 0.4, label="kernel")
+    axes.set_xticks(list(positions), labels, fontsize=7)
+    axes.set_ylabel("median ms per call")
+    axes.set_title("kernelize(measure=True) decisions")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -281,6 +339,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True, type=int, metavar="N", help="major version: the branch vN")
     p.add_argument("--repo-type", choices=("model", "kernel"), default="model",
                    help="the Hub repo type (default: model, as kernels-ext-npu's repos are)")
+    command("bench", cmd_bench, "kernelize(measure=True)'s decisions in the cache: native and kernel ms").add_argument(
+        "--plot", metavar="FILE.png", help="also draw them as a grouped bar chart (needs matplotlib)")
     command("system", cmd_system, "this machine's probe result and the variants it loads, in order")
     command("info", cmd_info, "a repo's commit, its variants and which this system loads").add_argument(
         "repo", metavar="REPO[@REV]")
