@@ -33,16 +33,15 @@ import logging
 import platform
 import re
 import threading
-from collections import namedtuple
 
 from . import settings
 from .errors import InvalidBackend
+from .records import Record
 
 logger = logging.getLogger("kernelhook")
 
 # Regexes here are compiled on first use (re keeps them), so a load compiles only those the
-# variant names it meets need. collections.namedtuple, not typing.NamedTuple, for the same
-# reason: that one costs ~0.25 ms a class to create, on the import path of every kernel load.
+# variant names it meets need; records are Records, not namedtuples, for the same reason (records.py).
 
 # backend -> (regex of its versioned tag, how to write a version as a tag)
 _COMPUTE_TAGS = {
@@ -57,7 +56,7 @@ NOARCH_NAMES = {"cuda": "cuda", "rocm": "rocm", "cann": "npu", "xpu": "xpu", "me
 _VERSION_PREFIX = r"\s*(\d+)\.(\d+)"
 
 
-class Compute(namedtuple("Compute", "backend version", defaults=(None,))):
+class Compute(Record, fields="backend version", defaults=(None,)):
     """A compute ``backend`` (cpu, cuda, rocm, xpu, cann or metal) and, where builds depend on it,
     its major.minor ``version`` as a pair of ints (else None)."""
 
@@ -106,9 +105,16 @@ _NOARCH = r"torch-([a-z0-9]+)"
 
 # Parsed variant names. Versions are (major, minor) pairs of ints; cxx11_abi is None when the name
 # carries no ABI tag; a no-arch backend is "universal" or a backend's no-arch name such as "npu".
-StrictVariant = namedtuple("StrictVariant", "name torch_version cxx11_abi compute arch os")
-StableAbiVariant = namedtuple("StableAbiVariant", "name abi_version compute arch os")
-NoarchVariant = namedtuple("NoarchVariant", "name backend")
+class StrictVariant(Record, fields="name torch_version cxx11_abi compute arch os"):
+    __slots__ = ()
+
+
+class StableAbiVariant(Record, fields="name abi_version compute arch os"):
+    __slots__ = ()
+
+
+class NoarchVariant(Record, fields="name backend"):
+    __slots__ = ()
 
 
 Variant = StrictVariant | StableAbiVariant | NoarchVariant
@@ -140,7 +146,7 @@ def _compute(tag: str, name: str) -> Compute:
 
 # -- this system ----------------------------------------------------------------------------------
 
-class SystemInfo(namedtuple("SystemInfo", "torch_version cxx11_abi compute arch os")):
+class SystemInfo(Record, fields="torch_version cxx11_abi compute arch os"):
     """This machine, as build variants see it: ``torch_version`` (major, minor) or None without
     torch; ``cxx11_abi``, None off Linux, where variants carry no ABI tag; ``compute``, a Compute;
     ``arch`` (x86_64, aarch64...) and ``os`` (linux, darwin, windows)."""
@@ -313,6 +319,18 @@ class Decision:
 
     def __repr__(self) -> str:
         return f"Decision({self.name!r}, accepted={self.accepted}, reason={self.reason!r})"
+
+
+# Bump when choose_variant would pick otherwise for the same names and system: the cache keeps each commit's
+# choice per system (fetch.py), under a key that holds this number, so older choices are then made anew.
+CHOICE_RULES = 1
+
+
+def choice_key(system: SystemInfo) -> str:
+    """What a remembered choice of variant is kept under: every field of the system, and the rules' number."""
+    torch = "notorch" if system.torch_version is None else "torch{}.{}".format(*system.torch_version)
+    abi = {None: "", True: "-cxx11", False: "-cxx98"}[system.cxx11_abi]
+    return f"{torch}{abi}-{system.compute.tag}-{system.arch}-{system.os}-rules{CHOICE_RULES}"
 
 
 def rank_variants(names, system: SystemInfo) -> list[Decision]:

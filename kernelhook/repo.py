@@ -11,17 +11,15 @@ published.
 
 from __future__ import annotations
 
-from collections import namedtuple
 from pathlib import Path
 
 from .errors import KernelLoadError
+from .records import Record
 
 BUILD_DIR = "build"
 
 
-# collections.namedtuple, not typing.NamedTuple: that one costs ~0.25 ms a class to create, on the
-# import path of every kernel load.
-class RepoAddress(namedtuple("RepoAddress", "repo_id repo_type")):
+class RepoAddress(Record, fields="repo_id repo_type"):
     """A Hub repo as the Hub knows it: ``repo_id`` (``"org/name"``) and ``repo_type`` (``"kernel"`` or ``"model"``)."""
 
     __slots__ = ()
@@ -30,7 +28,7 @@ class RepoAddress(namedtuple("RepoAddress", "repo_id repo_type")):
         return self.repo_id if self.repo_type == "model" else f"{self.repo_id} (kernel repo)"
 
 
-class ListingEntry(namedtuple("ListingEntry", "path size git_oid lfs_sha256")):
+class ListingEntry(Record, fields="path size git_oid lfs_sha256"):
     """A file under build/ as the Hub lists it: ``path`` from the repo root, ``size``, ``git_oid``
     (the git blob sha1; of the LFS pointer, for LFS files) and ``lfs_sha256`` (the sha256 of the
     real content, for LFS files; else None). The cache keeps each commit's listing."""
@@ -45,9 +43,11 @@ class ListingEntry(namedtuple("ListingEntry", "path size git_oid lfs_sha256")):
         return cls(data["path"], int(data["size"]), data["oid"], data.get("lfs_sha256"))
 
 
-# A repo (RepoAddress) at the commit a revision named; ``how`` is for logs and reports:
-# "commit pin", "branch v2", "cached (offline)", ...
-Resolved = namedtuple("Resolved", "repo commit how")
+class Resolved(Record, fields="repo commit how"):
+    """A ``repo`` (RepoAddress) at the ``commit`` a revision named; ``how`` is for logs and reports:
+    "commit pin", "branch v2", "cached (offline)", ..."""
+
+    __slots__ = ()
 
 
 def split_build_path(path: str) -> tuple[str, str] | None:

@@ -72,7 +72,7 @@ def _module_level_imports(module: str):
 def test_the_module_list_is_what_the_layout_says():
     top = sorted(p.name for p in PACKAGE.iterdir() if not p.name.startswith(("_", ".")) or p.name == "__init__.py")
     assert top == ["__init__.py", "binding", "cache", "cli", "errors.py", "files.py", "hub", "integrations",
-                   "loading", "platform.py", "project.py", "repo.py", "settings.py", "testing", "transformers.py"]
+                   "loading", "platform.py", "project.py", "records.py", "repo.py", "settings.py", "testing", "transformers.py"]
 
 
 def test_no_import_cycles_at_module_level():
@@ -138,7 +138,7 @@ def test_importing_kernels_hub_imports_only_the_finder_path():
     code = "import sys, kernels_hub; print(sorted(m for m in sys.modules if m.startswith('kernelhook')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert eval(out) == ["kernelhook", "kernelhook.errors", "kernelhook.loading", "kernelhook.loading.finder",
-                         "kernelhook.loading.names"]
+                         "kernelhook.loading.names", "kernelhook.records"]
 
 
 # -- the shared pieces, one rule each --------------------------------------------------------------

@@ -21,19 +21,17 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.machinery
-import re
 import sys
 import threading
-from collections import namedtuple
 from pathlib import Path
 from types import ModuleType
 
 from ..errors import KernelLoadError
+from ..records import Record
 from .names import CONTENT_PREFIX
 
 
-# collections.namedtuple, not typing.NamedTuple: that one costs ~0.25 ms to create, on the import path.
-class KernelOrigin(namedtuple("KernelOrigin", "repo_id repo_type commit variant tree package module_name how")):
+class KernelOrigin(Record, fields="repo_id repo_type commit variant tree package module_name how"):
     """Where a loaded kernel came from; ``kernelhook.origin(module)`` returns it.
 
     ``repo_id``, ``repo_type`` and ``commit`` name the Hub repo and commit, ``variant`` the build
@@ -86,16 +84,23 @@ class _StoreSourceLoader(importlib.machinery.SourceFileLoader):
         return self.source_to_code(self.get_data(path), path)
 
 
-_STORE_TREE = re.compile(r"[/\\]v1[/\\]trees[/\\][0-9a-f]{64}(?:[/\\]|$)")
 _hook_lock = threading.Lock()
 # content module name -> (package folder, origin): what _ContentFinder makes a spec of. Kept for the
 # process: a thread still waiting to import a name must find it even after another's import failed.
 _packages: dict[str, tuple[Path, KernelOrigin | None]] = {}
 
 
+def _in_store_tree(path: str) -> bool:
+    """Whether a folder lies inside a store tree (``.../v1/trees/<sha256 hex>[/...]``); no regex, as
+    compiling one would cost a warm load more than every call of this does."""
+    parts = path.replace("\\", "/").split("/")
+    return any(parts[i] == "v1" and parts[i + 1] == "trees" and len(parts[i + 2]) == 64
+               and not parts[i + 2].strip("0123456789abcdef") for i in range(len(parts) - 2))
+
+
 def _store_path_hook(path: str):
     """Finds a kernel's submodules in its store folder with the loader above."""
-    if not _STORE_TREE.search(path):
+    if not _in_store_tree(path):
         raise ImportError("not a kernelhook store folder")
     return importlib.machinery.FileFinder(
         path,

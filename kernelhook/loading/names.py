@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections import namedtuple
 
 from ..errors import InvalidKernelName, InvalidRevision
+from ..records import Record
 
 ROOT = "kernels_hub"
 # Kernels execute under names with this prefix and a digest (loader.py), never under repo text.
@@ -36,9 +36,7 @@ _HEX = "0123456789abcdef"  # commit shas: lower-case hex only
 _PULL_REQUEST_PREFIX = "refs/pr/"  # a Hub pull request's head: how a kernel is tried before it is merged
 
 
-# collections.namedtuple, not typing.NamedTuple: that one costs ~0.25 ms a class to create, on the
-# import path of every kernel load.
-class KernelName(namedtuple("KernelName", "org repo revision typed")):
+class KernelName(Record, fields="org repo revision typed"):
     """A kernel as the user named it, before any lookup: ``org``, ``repo``, ``revision`` (or None)
     and ``typed``, the text the user wrote, for error messages."""
 
