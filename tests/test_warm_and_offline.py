@@ -4,16 +4,21 @@ Each check runs in a fresh interpreter, as a user's next process would.
 """
 
 import importlib
+import json
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import kernelhook
+from kernelhook import platform
 from kernelhook.errors import HubUnreachableError
+from kernelhook.platform import CHOICE_RULES
 
-from .conftest import child_env, run_python
+from .conftest import ASCEND, child_env, run_python
 from .repos import SEED
 
 SEED_API = "/api/models/kernels-ext-npu/RMSNorm"
@@ -76,8 +81,9 @@ def test_warm_commit_pin_makes_no_request_and_never_imports_huggingface_hub(env,
 
 
 def test_a_warm_commit_pinned_load_imports_only_the_steps_it_uses(env, system, hub):
-    """What it needs no module of is never imported: the Hub client, the lockfile code (no lockfile here),
-    torchrun coordination, digests and writes, and typing for kernels_hub itself."""
+    """What it needs no module of is never imported: resolving and fetching (the cache answers: recall.py),
+    the Hub client, the lockfile code (no lockfile here), torchrun coordination, digests and writes, and typing
+    for kernels_hub itself."""
     sha = hub.shas["seed_v1"]
     importlib.import_module(f"kernels_hub.kernels_ext_npu.RMSNorm@{sha}")  # warm: the name is known, the files cached
     result = run_python(
@@ -93,11 +99,76 @@ def test_a_warm_commit_pinned_load_imports_only_the_steps_it_uses(env, system, h
     typing_imported, modules = result.stdout.splitlines()
     assert typing_imported == "False", result.stderr
     assert eval(modules) == sorted([  # noqa: S307 - a list of module names printed by the child
-        "kernelhook", "kernelhook.errors", "kernelhook.loading", "kernelhook.loading.names", "kernelhook.loading.finder",
-        "kernelhook.loading.api", "kernelhook.loading.resolve", "kernelhook.loading.fetch", "kernelhook.loading.loader",
-        "kernelhook.cache", "kernelhook.cache.store", "kernelhook.hub", "kernelhook.platform", "kernelhook.project",
-        "kernelhook.repo", "kernelhook.settings",  # settings: KERNELHOOK_SYSTEM is read to choose the variant
+        "kernelhook", "kernelhook.errors", "kernelhook.records", "kernelhook.loading", "kernelhook.loading.names",
+        "kernelhook.loading.finder", "kernelhook.loading.api", "kernelhook.loading.recall", "kernelhook.loading.loader",
+        "kernelhook.cache", "kernelhook.cache.store", "kernelhook.platform", "kernelhook.project", "kernelhook.repo",
+        "kernelhook.settings",  # settings: KERNELHOOK_SYSTEM is read to choose the variant
     ])
+
+
+def _choice_files(cache: str, commit: str) -> dict:
+    """{system key: variant} as the cache remembers the choices made at this commit of the seed repo."""
+    folder = Path(cache, "v1", "refs", "model", SEED, "commits", commit, "chosen")
+    return {p.name: p.read_text() for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+def test_the_variant_chosen_for_a_system_is_remembered_per_system_and_rules(env, system, hub, monkeypatch):
+    sha = hub.shas["seed_v1"]
+    assert kernelhook.origin(kernelhook.get_kernel(SEED, revision=sha)).variant == "torch-universal"
+    system(ASCEND)
+    assert kernelhook.origin(kernelhook.get_kernel(SEED, revision=sha)).variant == ASCEND
+    assert _choice_files(env["KERNELHOOK_CACHE"], sha) == {
+        f"torch2.13-cxx11-cpu-x86_64-linux-rules{CHOICE_RULES}": "torch-universal",
+        f"torch2.7-cxx11-cann82-aarch64-linux-rules{CHOICE_RULES}": ASCEND,
+    }
+    # Other rules: a choice kept under the old number is not taken; the variants are ranked anew and kept.
+    monkeypatch.setattr(platform, "CHOICE_RULES", CHOICE_RULES + 1)
+    assert kernelhook.origin(kernelhook.get_kernel(SEED, revision=sha)).variant == ASCEND
+    assert f"torch2.7-cxx11-cann82-aarch64-linux-rules{CHOICE_RULES + 1}" in _choice_files(env["KERNELHOOK_CACHE"], sha)
+
+
+def test_a_remembered_choice_spares_the_listing_and_a_missing_tree_is_placed_again(env, system, hub):
+    sha = hub.shas["seed_v1"]
+    kernelhook.get_kernel(SEED, revision=sha)
+    cache = Path(env["KERNELHOOK_CACHE"], "v1")
+    listing = cache / "refs" / "model" / SEED / "commits" / sha / "listing.json"
+    listing.unlink()  # the choice is remembered: a warm load reads no listing (and could not, offline)
+    hub.clear_requests()
+    result = run_python(f"""
+        import importlib
+        print(importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{sha}").VERSION)
+        """, {**env, "HF_HUB_OFFLINE": "1"})
+    assert result.stdout.split() == ["1.0"], result.stderr
+    assert not listing.exists()
+    # The remembered variant's tree is gone (pruned, say): the choice alone cannot load it, so the listing is
+    # fetched again and the variant placed again.
+    digest = (cache / "refs" / "model" / SEED / "commits" / sha / "variants" / "torch-universal").read_text()
+    shutil.rmtree(cache / "trees" / digest)
+    result = run_python(f"""
+        import importlib
+        print(importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{sha}").VERSION)
+        """, env)
+    assert result.stdout.split() == ["1.0"], result.stderr
+    assert [r.path for r in hub.requests][0] == f"{SEED_API}/tree/{sha}/build"
+    assert (cache / "trees" / digest).is_dir()
+
+
+def test_a_commit_pin_answered_by_the_cache_leaves_its_ref_for_prune(env, system, hub):
+    """Loaded first as @v1 (whose ref names the commit), then by its sha from the cache alone: the sha's own
+    ref is left too, so the commit stays a root for `kernelhook cache prune` after v1 moves on."""
+    sha = hub.shas["seed_v1"]
+    importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")  # as typed below, so the name is known
+    revisions = Path(env["KERNELHOOK_CACHE"], "v1", "refs", "model", SEED, "revisions")
+    assert not (revisions / f"rev-{sha}.json").exists()
+    hub.clear_requests()
+    result = run_python(f"""
+        import importlib, sys
+        importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@{sha}")
+        print("kernelhook.loading.resolve" in sys.modules)
+        """, env)
+    assert result.stdout.split() == ["False"], result.stderr  # the cache answered
+    assert hub.requests == []
+    assert json.loads((revisions / f"rev-{sha}.json").read_text())["commit"] == sha
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ Layout (``v1/`` is the format version)::
         revisions/<quoted rev>.json    (repo, revision) -> commit, and when it was resolved
         commits/<sha>/listing.json     the build/ listing at that commit (immutable)
         commits/<sha>/variants/<v>     (repo, commit, variant) -> tree digest
+        commits/<sha>/chosen/<system>  the variant chosen there for a system (platform.choice_key), so a
+                                       warm load neither reads the listing nor ranks its variants again
     names/<typed org>/<typed repo>.json  how a typed name mapped to a Hub repo
     verified/<digest>/<key>.json       that tree's files and folders as they were (stat) when
                                        they last matched the lock entry <key> names
@@ -244,6 +246,17 @@ class Store:
 
     def remember_variant_tree(self, repo: RepoAddress, commit: str, variant: str, digest: str) -> None:
         self.write_text(f"{self._repo_dir(repo)}/commits/{commit}/variants/{variant}", digest)
+
+    def chosen_variant(self, repo: RepoAddress, commit: str, system_key: str) -> str | None:
+        """The variant ``remember_chosen_variant`` kept for this commit and system key, or None."""
+        return self.read_text(self._choice_file(repo, commit, system_key))
+
+    def remember_chosen_variant(self, repo: RepoAddress, commit: str, system_key: str, variant: str) -> None:
+        self.write_text(self._choice_file(repo, commit, system_key), variant)
+
+    @staticmethod
+    def _choice_file(repo: RepoAddress, commit: str, system_key: str) -> str:
+        return f"{Store._repo_dir(repo)}/commits/{commit}/chosen/{quote(system_key, safe='')}"
 
     def verification(self, digest: str, key: str) -> dict | None:
         """What ``remember_verification`` kept for the tree ``digest`` and the lock entry ``key``, or None."""

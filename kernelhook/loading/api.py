@@ -2,6 +2,8 @@
 
 ``get_kernel`` and the import hook both come through ``load_kernel``, so the
 same repo, commit and variant give the very same module object either way.
+The cache is asked first (recall.py); resolve.py and fetch.py, which may ask
+the Hub, are imported only when it cannot answer.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from ..cache.store import Store
 from ..platform import SystemInfo, current_system, system_for_backend
 from ..project import lockfile_in_effect
 from ..repo import Resolved, find_package
-from .fetch import PlacedVariant, place_variant
 from .loader import KernelOrigin, load
 from .names import KernelName, parse_repo_id
-from .resolve import resolve
+from .recall import PlacedVariant, commit_pin, placed_variant
 
 logger = logging.getLogger("kernelhook")
 
@@ -65,8 +66,10 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
         local = load_override(name, system, store)
         if local is not None:
             return local
-    resolved = resolve(name, store)
-    placed = place_variant(resolved, store, system)
+    resolved = commit_pin(name, store)
+    placed = placed_variant(resolved, store, system) if resolved is not None else None
+    if placed is None:
+        resolved, placed = _resolve_and_place(name, resolved, store, system)
     _check_against_lockfile(resolved, placed, store)
     where = f"{resolved.repo}@{resolved.commit[:12]} [{placed.variant}] at {placed.tree}"
     package = find_package(placed.tree, resolved.repo.repo_id.split("/")[1], where)
@@ -77,6 +80,16 @@ def load_kernel(name: KernelName, *, system: SystemInfo | None = None, store: St
     module = load(origin, placed.digest)
     logger.debug("%s -> %s (%s)", name.typed, module.__name__, origin)
     return module
+
+
+def _resolve_and_place(name: KernelName, resolved: Resolved | None, store: Store,
+                        system: SystemInfo) -> tuple[Resolved, PlacedVariant]:
+    """Steps 2 to 4 where the cache alone cannot answer; they may ask the Hub."""
+    from .fetch import place_variant  # here, not at the top: a warm commit pin never needs them (recall.py)
+    from .resolve import resolve
+
+    resolved = resolved if resolved is not None else resolve(name, store)
+    return resolved, place_variant(resolved, store, system)
 
 
 def _check_against_lockfile(resolved: Resolved, placed: PlacedVariant, store: Store) -> None:

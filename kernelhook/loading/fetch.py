@@ -10,7 +10,6 @@ load trusts the store and reads no file twice.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from .. import hub, settings
 from ..cache.store import Store, cache_error, check_relative_path
@@ -26,6 +25,8 @@ from ..errors import (
 )
 from ..platform import SystemInfo, candidate_patterns, choose_variant, parse_variant, rank_variants
 from ..repo import ListingEntry, Resolved, is_bytecode, split_build_path
+from . import recall
+from .recall import PlacedVariant
 
 logger = logging.getLogger("kernelhook")
 
@@ -34,22 +35,25 @@ logger = logging.getLogger("kernelhook")
 MAX_FILE_BYTES = 64 * 1024**3
 
 
-class PlacedVariant:
-    """A variant whose files are all in the store: the ``resolved`` repo and commit, the ``variant``'s
-    name, its tree ``digest`` and the ``tree`` folder (a Path)."""
-
-    __slots__ = ("resolved", "variant", "digest", "tree")
-
-    def __init__(self, resolved: Resolved, variant: str, digest: str, tree: Path):
-        self.resolved, self.variant, self.digest, self.tree = resolved, variant, digest, tree
-
-
 def place_variant(resolved: Resolved, store: Store, system: SystemInfo) -> PlacedVariant:
+    """The variant of a commit that fits ``system``, its files in the store (fetched if need be).
+
+    A commit's listing never changes, so the choice made for a system is remembered beside it
+    (recall.py): a warm load reads that one small file, then the variant's tree ref, and ranks nothing.
+
+    Raises:
+        NoBuildError, NoCompatibleVariantError, HubUnreachableError, DownloadError, CacheError...: see get_kernel.
+    """
+    placed = recall.placed_variant(resolved, store, system)
+    if placed is not None:
+        return placed
     listing = _listing(resolved, store)
     variant = choose_variant(_variant_names(listing), system)
     if variant is None:
         raise _no_variant(resolved, listing, system)
-    return _place(resolved, store, listing, variant)
+    placed = _place(resolved, store, listing, variant)
+    recall.remember_choice(placed, store, system)
+    return placed
 
 
 def place_all_variants(resolved: Resolved, store: Store) -> list[PlacedVariant]:

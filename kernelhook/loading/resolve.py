@@ -35,6 +35,7 @@ from ..cache.store import Store
 from ..errors import HubUnreachableError, InvalidTokenError, KernelNotFoundError, RevisionNotFoundError
 from ..project import lockfile_in_effect
 from ..repo import RepoAddress, Resolved
+from . import recall
 from .names import KernelName, is_full_sha, is_pull_request, is_short_sha
 
 if TYPE_CHECKING:  # imported where used: a load without a lockfile never needs it
@@ -114,6 +115,9 @@ def resolve(name: KernelName, store: Store) -> Resolved:
 
 
 def _resolve_here(name: KernelName, store: Store) -> Resolved:
+    pinned = recall.commit_pin(name, store)
+    if pinned is not None:
+        return pinned
     known = store.recall_name(name.key) or _cached_spelling(name, store)
     if known is not None:
         local = _resolve_locally(name, known, store)
