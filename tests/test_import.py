@@ -116,6 +116,22 @@ def test_submodules_through_the_public_name_are_the_kernels_own(env, system):
     assert pinned is relu._ops
 
 
+def test_submodules_the_kernel_imported_are_under_the_public_name_at_once_however_deep(env, system, hub):
+    repo = "acme/nested"
+    hub.create_repo(repo)
+    hub.commit(repo, {
+        "build/torch-universal/__init__.py": "from .ops import deep\nfrom . import ops\nimport json\n",
+        "build/torch-universal/ops/__init__.py": "",
+        "build/torch-universal/ops/deep.py": "from .. import ops as parent\nDEPTH = 2\n",  # a cycle back up
+        "build/torch-universal/ops/unused.py": "DEPTH = -1\n",
+    }, branch="v1")
+    nested = importlib.import_module("kernels_hub.acme.nested")
+    public = {name: module for name, module in sys.modules.items() if name.startswith("kernels_hub.acme.nested.")}
+    assert public == {"kernels_hub.acme.nested.ops": nested.ops, "kernels_hub.acme.nested.ops.deep": nested.ops.deep}
+    assert nested.ops.deep.DEPTH == 2  # json, a module the kernel imported from outside, is not aliased under it
+    assert importlib.import_module("kernels_hub.acme.nested.ops.unused").DEPTH == -1  # the rest on demand
+
+
 @pytest.mark.parametrize(
     "typed",
     [

@@ -108,10 +108,22 @@ class _KernelLoader(_AliasLoader):
 
 
 def _alias_submodules(module: types.ModuleType, public: str) -> None:
-    """Make ``kernels_hub.<org>.<repo>.layers`` the kernel's own ``.layers`` (already imported ones)."""
+    """Make ``kernels_hub.<org>.<repo>.layers`` the kernel's own ``.layers`` (already imported ones).
+
+    The submodules are found as the import system leaves them: each an attribute of its package. (Not by
+    scanning sys.modules, a thousand names after torch; one imported and then deleted from its package
+    is aliased when imported by its public name, by ``_submodule_spec``.)
+    """
     real = module.__name__ + "."
-    for name in [n for n in sys.modules if n.startswith(real)]:
-        sys.modules.setdefault(public + "." + name[len(real):], sys.modules[name])
+    packages, seen = [module], {id(module)}
+    while packages:
+        for value in list(vars(packages.pop()).values()):
+            name = getattr(value, "__name__", None)
+            if (isinstance(value, types.ModuleType) and id(value) not in seen and isinstance(name, str)
+                    and name.startswith(real) and sys.modules.get(name) is value):
+                seen.add(id(value))
+                sys.modules.setdefault(public + "." + name[len(real):], value)
+                packages.append(value)
 
 
 def _submodule_spec(fullname: str):
