@@ -8,13 +8,17 @@ target of a redirect). Without an upstream it answers 403 to everything, as a fi
 that blocks a direct route does. It can also start closed: listening, with one connection
 filling its accept queue so that every further connect times out, until `open()`.
 
-Every wait is bounded and `stop()` ends what `start()` began.
+`Socks5Proxy` is a SOCKS5 proxy (no authentication, CONNECT only) that records the host and
+port each connection asks for, and resolves names itself (socks5h), from a table it is given.
+
+Every wait is bounded and `stop()` (or leaving the `with` block) ends what was started.
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import socketserver
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -174,3 +178,108 @@ class Forwarder:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _SocksHandler(socketserver.BaseRequestHandler):
+    """One SOCKS5 client (RFC 1928): no authentication, CONNECT only; then bytes both ways until either side ends."""
+
+    def handle(self) -> None:
+        proxy: Socks5Proxy = self.server.proxy
+        client = self.request
+        client.settimeout(WAIT_S)
+        proxy.live.add(client)
+        try:
+            version, methods = _read(client, 2)
+            _read(client, methods)
+            client.sendall(b"\x05\x00")  # version 5, no authentication
+            version, command, _, address_type = _read(client, 4)
+            if address_type == 3:  # a name, resolved here (socks5h): the client never looked it up
+                host = _read(client, _read(client, 1)[0]).decode("ascii")
+            elif address_type == 1:
+                host = socket.inet_ntoa(_read(client, 4))
+            else:
+                client.sendall(b"\x05\x08\x00\x01" + bytes(6))  # address type not supported
+                return
+            port = int.from_bytes(_read(client, 2), "big")
+            proxy.record(f"{host}:{port}")
+            if version != 5 or command != 1:
+                client.sendall(b"\x05\x07\x00\x01" + bytes(6))  # command not supported
+                return
+            upstream = socket.create_connection((proxy.resolve.get(host, host), port), timeout=WAIT_S)
+        except (OSError, ValueError):
+            return
+        finally:
+            proxy.live.discard(client)
+        with upstream:
+            client.sendall(b"\x05\x00\x00\x01" + bytes(6))  # succeeded (bound address unused by clients)
+            _relay(client, upstream, proxy.live)
+
+
+def _read(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ValueError("the client hung up mid-handshake")
+        data += chunk
+    return data
+
+
+def _relay(one: socket.socket, other: socket.socket, live: set) -> None:
+    """Copy bytes between two sockets until one side closes (or stop() shuts them)."""
+    live.update((one, other))
+    pumps = [threading.Thread(target=_pump, args=pair, daemon=True) for pair in ((one, other), (other, one))]
+    for pump in pumps:
+        pump.start()
+    for pump in pumps:
+        pump.join(WAIT_S)
+    live.difference_update((one, other))
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class Socks5Proxy:
+    """A SOCKS5 proxy on loopback; `targets` lists the "host:port" each connection asked for. Names in
+    `resolve` ({name: address}) are resolved as given, so a name only the proxy knows works (socks5h)."""
+
+    def __init__(self, resolve: dict[str, str] | None = None) -> None:
+        self.resolve = dict(resolve or {})
+        self.targets: list[str] = []
+        self.live: set = set()
+        self._lock = threading.Lock()
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SocksHandler, bind_and_activate=True)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._server.proxy = self
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"socks5h://{host}:{port}"
+
+    def record(self, target: str) -> None:
+        with self._lock:
+            self.targets.append(target)
+
+    def __enter__(self) -> "Socks5Proxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._thread.join(WAIT_S)
+        for sock in list(self.live):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._server.server_close()

@@ -27,7 +27,7 @@ from kernelhook.hub.client import MAX_RATE_LIMIT_WAIT_S, plain_http_carries
 from kernelhook.testing import LocalHub
 
 from .conftest import run_python
-from .servers import Forwarder
+from .servers import Forwarder, Socks5Proxy
 
 REPO = "acme/transport"
 REFS = f"/api/models/{REPO}/refs"
@@ -169,6 +169,25 @@ def test_all_proxy_carries_every_request_when_it_is_the_only_route(tenv, thub, t
         assert blocked.seen == []
         assert [s.target for s in proxy.seen] and all(s.target.startswith(endpoint + "/") for s in proxy.seen)
         assert [s.path for s in proxy.seen] == [r.path for r in thub.requests]  # nothing reached the hub directly
+
+
+@pytest.mark.parametrize("variable", ["ALL_PROXY", "HTTP_PROXY"])
+def test_a_socks_proxy_carries_every_request_when_it_is_the_only_route(tenv, thub, variable):
+    """Through a real SOCKS5 proxy (socks5h: it resolves the endpoint's name, which means nothing elsewhere),
+    with httpx's SOCKS support (socksio) installed as a user of such a proxy has it."""
+    port = urlsplit(thub.url).port
+    endpoint = f"http://hub.kernelhook.invalid:{port}"
+    with Socks5Proxy({"hub.kernelhook.invalid": "127.0.0.1"}) as proxy:
+        env = dict(tenv, HF_ENDPOINT=endpoint, **{variable: proxy.url})
+        result = run_python("""
+            import importlib, kernelhook
+            module = importlib.import_module("kernels_hub.acme.transport@v1")
+            print(module.VERSION, kernelhook.origin(module).commit)
+            """, env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["1.0", thub.sha]
+        assert proxy.targets and set(proxy.targets) == {f"hub.kernelhook.invalid:{port}"}
+        assert [r.path for r in thub.requests]  # the Hub answered, and only the proxy could reach it by that name
 
 
 def test_a_client_factory_given_to_huggingface_hub_carries_every_request(tenv, thub):
