@@ -19,22 +19,22 @@ large model costs more than the rest of kernelize together. So each run on
 ``sample_input`` also keeps an input plan (``Store.remember_input_plan``): the
 input signature and the decision key of each measured class, under a key
 (``plan_key``) that is cheap to compute without running anything: the device's
-name, the autocast state, the sample's own description (every tensor's dtype,
-exact shape and device; numbers, strings and containers as they are), the
-measured modules (every one's path; for the first of each class, the classes,
-parameters' and buffers' dtypes and shapes of it and everything under it), the
-dtype of the model's first parameter, whether the model trains, and each
-measured class's kernel repo, commit, variant and layer (so the decision keys
-the plan names are the ones a run would compute). A later kernelize with the
-same key reads the plan and the decisions it names, and binds with no forward at
-all; a plan or a decision missing or damaged sends it down the path above, which
-writes the plan again. The key costs a fraction of a microsecond per measured
-module; the rest of the model is not walked, so what only the rest shows (a few
-other layers cast or replaced, plain attributes that change shapes, the contents
-of an object among the inputs) is not seen: at worst it recalls the decision
-made for another input signature (a kernel bound where it is slower here, or
-kept out where it is faster), never a wrong result, since a bound kernel is one
-plain kernelize would bind too.
+name, the autocast state, the sample's own description (every tensor's dtype and
+exact shape; numbers, strings and containers as they are), the measured modules
+(every one's path; for the first of each class, the classes, parameters' and
+buffers' dtypes and shapes of it and everything under it), the dtype of the
+model's first parameter, whether the model trains, and each measured class's
+kernel repo, commit, variant and layer (so the decision keys the plan names are
+the ones a run would compute). A later kernelize with the same key reads the
+plan and the decisions it names, and binds with no forward at all; a plan or a
+decision missing or damaged sends it down the path above, which writes the plan
+again. The key costs a fraction of a microsecond per measured module; the rest
+of the model is not walked, so what only the rest shows (a few other layers cast
+or replaced, plain attributes that change shapes, the contents of an object
+among the inputs) is not seen: at worst it recalls the decision made for another
+input signature (a kernel bound where it is slower here, or kept out where it is
+faster), never a wrong result, since a bound kernel is one plain kernelize would
+bind too.
 """
 
 from __future__ import annotations
@@ -276,12 +276,12 @@ def plan_key(model, sample_input, device_type: str, kernels: list, modules: list
 
 
 def describe(value, depth: int = 0):
-    """A JSON value for an input: a tensor's dtype, exact shape and device type; a number, string, bool or
+    """A JSON value for an input: a tensor's dtype and exact shape; a number, string, bool or
     None as itself; tuples, lists and dicts item by item; any other object by its type alone."""
     import torch
 
-    if isinstance(value, torch.Tensor):
-        return ["tensor", str(value.dtype), list(value.shape), value.device.type]
+    if isinstance(value, torch.Tensor):  # its device is the model's, which device_name already tells
+        return ["tensor", str(value.dtype), list(value.shape)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (tuple, list)) and depth < MAX_DEPTH:
