@@ -3,11 +3,19 @@
 A loopback Hub (kernelhook.testing.LocalHub) serves two layers: a kernel that skips an expensive step of its
 class's own forward (bound when measured) and one that adds it (kept out). The model holds MODULES modules of
 each of the two classes. Every number is a median over fresh interpreters, each importing torch, building the
-model and loading the kernels once before its timer starts, so only kernelize itself is timed:
+model and loading the kernels before its timer starts, so only kernelize itself is timed. The kernels are loaded
+by one call of the kind timed on a model of one module of each class, with a 1-row input for measure=True (its
+own decisions and plan, so the timed call still measures, or recalls, its own), which also runs that kind's
+code once, as any call after a process's first does; "remembered-cold" loads them with a plain kernelize, so
+the code that only measure=True runs is run for the first time in the timed call:
 
-    plain       kernelize(model)                                   (binds both kernels, measures nothing)
-    measuring   kernelize(model, measure=True, sample_input=x)     with no decision in the cache: times each class
-    remembered  the same, with the decisions the measuring runs left: one forward on x to see the shapes, no timing
+    plain            kernelize(model)                                (binds both kernels, measures nothing)
+    measuring        kernelize(model, measure=True, sample_input=x)  with no decision in the cache: times each class
+    remembered       the same, with the decisions and the input plan the measuring runs left: the plan's key (the
+                     device, x's dtypes and shapes, the measured modules' paths, classes, parameter dtypes and
+                     shapes, and the kernels' commits: a digest, no forward) finds the plan, the plan names the
+                     decisions; the model does not run on x and nothing is timed
+    remembered-cold  the same as remembered, as the first measure=True call of its process
 
     .venv/bin/python benchmarks/bench_measure.py [--runs 7] [--json runs.json]
 """
@@ -81,9 +89,15 @@ model = nn.Sequential(*[Heavy() if i % 2 == 0 else Light() for i in range(2 * mo
 x = torch.randn(32, 64)
 mapping = {"HeavyScale": {"cpu": "bench/fast-scale@v1:HeavyScale"}, "LightScale": {"cpu": "bench/slow-scale@v1:LightScale"}}
 with use_kernel_mapping(mapping):
-    kernelize(nn.Sequential(Heavy(), Light()), device="cpu")  # loads both kernels: not what is timed
+    small = nn.Sequential(Heavy(), Light())  # loads both kernels and warms the path timed: not what is timed
+    if sys.argv[2] == "plain" or sys.argv[2].endswith("-cold"):
+        kernelize(small, device="cpu")
+    else:  # 1 row: its own decisions and plan, so the timed call below still measures, or recalls, its own
+        kernelize(small, device="cpu", measure=True, sample_input=x[:1])
     timed, real = [], measure.time_forward
     measure.time_forward = lambda *a: timed.append(1) or real(*a)
+    forwards = []
+    model.register_forward_pre_hook(lambda *a: forwards.append(1))
     start = time.perf_counter()
     if sys.argv[2] == "plain":
         kernelize(model, device="cpu")
@@ -94,9 +108,9 @@ report = kernelize_report(model)
 fresh = nn.Sequential(*[Heavy() if i % 2 == 0 else Light() for i in range(2 * modules)])
 start = time.perf_counter()
 with torch.no_grad():
-    fresh(x)  # what measure=True runs once to see the inputs: part of every measured kernelize
+    fresh(x)  # what measure=True runs once to see the inputs, unless an input plan is remembered
 forward = time.perf_counter() - start
-print(json.dumps({"ms": 1000 * elapsed, "forward_ms": 1000 * forward, "timed": len(timed), "bound": len(report.bound), "kept": len(report.kept)}))
+print(json.dumps({"ms": 1000 * elapsed, "forward_ms": 1000 * forward, "timed": len(timed), "forwards": len(forwards), "bound": len(report.bound), "kept": len(report.kept)}))
 '''
 
 
@@ -123,13 +137,16 @@ def main() -> None:
         env.update(HF_ENDPOINT=hub.url, KERNELHOOK_CACHE=str(cache), HF_HOME=str(Path(tmp) / "hf-home"),
                    KERNELHOOK_SYSTEM="torch213-cxx11-cpu-x86_64-linux")
         child("plain", env)  # fills the kernel cache: every timed run below loads warm
-        runs = {"plain": [], "measuring": [], "remembered": []}
+        runs = {"plain": [], "measuring": [], "remembered": [], "remembered-cold": []}
         for _ in range(args.runs):  # interleaved, so load elsewhere hits every kind alike
             runs["plain"].append(child("plain", env))
             shutil.rmtree(cache / "v1" / "decisions", ignore_errors=True)  # this benchmark's own cache: none kept
             runs["measuring"].append(child("measuring", env))
             runs["remembered"].append(child("remembered", env))
-    assert all(r["timed"] == 2 for r in runs["measuring"]) and all(r["timed"] == 0 for r in runs["remembered"])
+            runs["remembered-cold"].append(child("remembered-cold", env))
+    remembered_runs = runs["remembered"] + runs["remembered-cold"]
+    assert all(r["timed"] == 2 for r in runs["measuring"]) and all(r["timed"] == 0 for r in remembered_runs)
+    assert all(r["forwards"] == 1 for r in runs["measuring"]) and all(r["forwards"] == 0 for r in remembered_runs)
     print(f"kernelize of {2 * MODULES} modules of 2 classes, medians over {args.runs} fresh processes each\n")
     print("| run | kernelize ms (median, min-max) | one native forward on x, ms | classes timed | bound | kept |\n"
           "|---|---|---|---|---|---|")

@@ -6,6 +6,9 @@ Timings are never asserted: the kernels differ from the native forwards by a cha
 """
 
 import json
+import logging
+import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,11 +53,28 @@ def timings(monkeypatch):
     return calls
 
 
-def kernelized(dtype=torch.float32, rows=32, mapping=None):
-    model = measured.model(dtype)
+@pytest.fixture
+def forwards():
+    """Every module call (through nn.Module.__call__) while the test runs, by class: proof of whether a
+    kernelize ran the model."""
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, _args: calls.append(type(module).__name__))
+    yield calls
+    handle.remove()
+
+
+def kernelized(dtype=torch.float32, rows=32, mapping=None, model=None, sample=None):
+    model = measured.model(dtype) if model is None else model
+    sample = (measured.sample(dtype, rows),) if sample is None else sample
     with use_kernel_mapping(mapping or measured.MAPPING):
-        kernelize(model, device="cpu", measure=True, sample_input=(measured.sample(dtype, rows),))
+        kernelize(model, device="cpu", measure=True, sample_input=sample)
     return model, kernelize_report(model)
+
+
+def rows(report) -> list:
+    """What a report says, timings and reasons included."""
+    return [tuple(b) for b in report.bound] + [tuple(k) for k in report.kept]
 
 
 def test_the_faster_kernel_is_bound_and_the_slower_kept(menv, timings):
@@ -73,7 +93,7 @@ def test_the_faster_kernel_is_bound_and_the_slower_kept(menv, timings):
     assert all(d["inputs"] == [["0", "float32", [32, 64]]] for d in decisions)
 
 
-def test_a_second_process_binds_from_the_remembered_decision_without_timing(menv):
+def test_a_second_process_binds_from_the_remembered_decision_without_timing_or_running_the_model(menv):
     code = """
         import json, torch
         from kernelhook import kernelize, kernelize_report, use_kernel_mapping
@@ -81,20 +101,191 @@ def test_a_second_process_binds_from_the_remembered_decision_without_timing(menv
         from tests import measured
         calls, real = [], measure.time_forward
         measure.time_forward = lambda *a: calls.append(1) or real(*a)
+        forwards = []  # every module call in the process, the model's and its submodules'
+        torch.nn.modules.module.register_module_forward_pre_hook(lambda module, args: forwards.append(1))
         model = measured.model()
         with use_kernel_mapping(measured.MAPPING):
             kernelize(model, device="cpu", measure=True, sample_input=measured.sample())
         report = kernelize_report(model)
-        print(json.dumps({"calls": len(calls), "bound": [b.module for b in report.bound],
-                          "kept": [k.reason.split(";")[0] for k in report.kept],
+        print(json.dumps({"calls": len(calls), "forwards": len(forwards), "bound": [b.module for b in report.bound],
+                          "kept": [k.reason for k in report.kept],
                           "times": [[b.native_ms, b.kernel_ms] for b in report.bound]}))
     """
     first, second = (run_python(code, menv) for _ in range(2))
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     first, second = json.loads(first.stdout), json.loads(second.stdout)
     assert first["calls"] == 2 and second["calls"] == 0
+    assert first["forwards"] == 6 and second["forwards"] == 0  # the model and its 5 modules, once; then never
     assert first["bound"] == second["bound"] == ["1", "3"]
     assert first["kept"] == second["kept"] and first["times"] == second["times"]  # the remembered numbers
+
+
+def test_a_remembered_input_plan_decides_without_running_the_model(menv, timings, forwards, caplog):
+    _, first = kernelized()
+    assert forwards.count("Sequential") == 1 and len(timings) == 2
+    forwards.clear()
+    with caplog.at_level(logging.INFO, logger="kernelhook"):
+        model, second = kernelized()
+    assert forwards == [] and len(timings) == 2  # neither the model nor a timing ran
+    assert rows(second) == rows(first)  # the same kernels, times and reasons
+    assert "decided from a remembered input plan, without running the model" in caplog.text
+    assert type(model[1]) is not measured.HeavyScale and type(model[2]) is measured.LightScale
+    torch.testing.assert_close(model(measured.sample()), measured.model()(measured.sample()))
+
+
+def test_another_sample_shape_runs_the_model_again(menv, timings, forwards):
+    kernelized(rows=32)
+    kernelized(rows=32)
+    assert forwards.count("Sequential") == 1
+    kernelized(rows=100)
+    assert forwards.count("Sequential") == 2 and len(timings) == 4  # another shape class: run and measured
+    kernelized(rows=30)
+    assert forwards.count("Sequential") == 3 and len(timings) == 4  # another shape: run, but 32's decisions hold
+    kernelized(rows=30)
+    assert forwards.count("Sequential") == 3
+
+
+class CastIn(torch.nn.Module):
+    """A model that takes float32 inputs whatever its own dtype, as a model of embeddings does."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = measured.model()
+
+    def forward(self, x):
+        return self.inner(x.to(self.inner[0].weight.dtype))
+
+
+def test_another_model_dtype_runs_the_model_again(menv, timings, forwards):
+    sample = (measured.sample(),)  # float32 both times
+    kernelized(model=CastIn(), sample=sample)
+    kernelized(model=CastIn(), sample=sample)
+    assert forwards.count("CastIn") == 1 and len(timings) == 2
+    _, report = kernelized(model=CastIn().to(torch.float64), sample=sample)
+    assert forwards.count("CastIn") == 2 and len(timings) == 4  # float64 inputs inside: measured anew
+    assert {d["inputs"][0][1] for d in Store().decisions()} == {"float32", "float64"}
+    assert [b.module for b in report.bound] == ["inner.1", "inner.3"]
+
+
+def test_another_device_runs_the_model_again(menv, timings, forwards, monkeypatch):
+    kernelized()
+    kernelized()
+    assert forwards.count("Sequential") == 1
+    monkeypatch.setattr(measure, "device_name", lambda device_type: f"{device_type} another chip")
+    kernelized()
+    assert forwards.count("Sequential") == 2 and len(timings) == 4
+
+
+def test_a_new_kernel_commit_runs_the_model_again(menv, measure_hub, timings, forwards):
+    repo_id = "acme/fast-scale-planned"
+    measure_hub.create_repo(repo_id)
+    measure_hub.commit(repo_id, measured.layer_files(measured.FAST_LAYER), branch="v1")
+    mapping = {**measured.MAPPING, "HeavyScale": {"cpu": f"{repo_id}@v1:HeavyScale"}}
+    kernelized(mapping=mapping)
+    kernelized(mapping=mapping)
+    assert forwards.count("Sequential") == 1
+    from kernelhook.binding.layers import forget_loaded_layers
+
+    measure_hub.commit(repo_id, {"README.md": "same layer, a new commit\n"}, branch="v1")
+    forget_loaded_layers()  # as a fresh process would: resolve v1 again
+    kernelized(mapping=mapping)
+    assert forwards.count("Sequential") == 2 and sorted(timings) == ["HeavyScale", "HeavyScale", "LightScale"]
+
+
+def plan_files() -> list:
+    return sorted((Path(Store().root) / "input-plans").glob("*.json"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other classes", "bad decision key", "deleted"])
+def test_a_damaged_or_missing_input_plan_runs_the_model_and_is_written_again(menv, timings, forwards, damage):
+    _, first = kernelized()
+    [plan] = plan_files()
+    good = json.loads(plan.read_text())
+    original = json.loads(json.dumps(good["classes"]))  # a copy: the damage below may change good's
+    if damage == "deleted":
+        plan.unlink()
+    elif damage == "garbage":
+        plan.write_bytes(b"\x00{not json")
+    elif damage == "other classes":
+        plan.write_text(json.dumps({**good, "classes": good["classes"][:1]}))
+    else:
+        good["classes"][0]["decision"] = "../" + good["classes"][0]["decision"]
+        plan.write_text(json.dumps(good))
+    _, second = kernelized()
+    assert forwards.count("Sequential") == 2 and len(timings) == 2  # run again; the decisions were there
+    assert rows(second) == rows(first)
+    assert json.loads(plan.read_text())["classes"] == original
+    kernelized()
+    assert forwards.count("Sequential") == 2  # the plan written again serves the next one
+
+
+def test_a_plan_whose_decision_is_gone_runs_the_model_and_measures_only_that(menv, timings, forwards):
+    kernelized()
+    [light] = [p for p in sorted((Path(Store().root) / "decisions").glob("*.json"))
+               if json.loads(p.read_text())["layer"] == "LightScale"]
+    light.unlink()
+    _, second = kernelized()
+    assert forwards.count("Sequential") == 2 and sorted(timings) == ["HeavyScale", "LightScale", "LightScale"]
+    assert [b.module for b in second.bound] == ["1", "3"] and [k.module for k in second.kept] == ["2", "4"]
+    kernelized()
+    assert forwards.count("Sequential") == 2 and len(timings) == 3
+
+
+def test_a_damaged_decision_is_measured_again_whether_a_plan_names_it_or_not(menv, timings, forwards):
+    kernelized()
+    [light] = [p for p in sorted((Path(Store().root) / "decisions").glob("*.json"))
+               if json.loads(p.read_text())["layer"] == "LightScale"]
+    light.write_text(json.dumps({"bound": False}))  # a record without its times
+    _, second = kernelized()
+    assert forwards.count("Sequential") == 2 and sorted(timings) == ["HeavyScale", "LightScale", "LightScale"]
+    assert [b.module for b in second.bound] == ["1", "3"] and [k.module for k in second.kept] == ["2", "4"]
+    assert json.loads(light.read_text())["native_ms"] > 0  # written again
+    kernelized()
+    assert forwards.count("Sequential") == 2 and len(timings) == 3
+
+
+def test_a_class_the_sample_does_not_reach_is_remembered_as_unreached(menv, timings, forwards):
+    class Partly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = measured.HeavyScale(), measured.LightScale()
+
+        def forward(self, x):
+            return self.used(x)
+
+    _, first = kernelized(model=Partly(), sample=measured.sample())
+    _, second = kernelized(model=Partly(), sample=measured.sample())
+    assert forwards.count("Partly") == 1 and timings == ["HeavyScale"]
+    assert rows(second) == rows(first) and "no module of this class ran on sample_input" in second.kept[0].reason
+
+
+def test_sample_and_model_fingerprints_see_dtypes_shapes_and_structure():
+    x = torch.zeros(3, 5)
+    assert measure.describe(((x,), {"mask": None, "n": 2})) == [
+        "tuple", [["tuple", [["tensor", "torch.float32", [3, 5]]]], ["dict", [["mask", None], ["n", 2]]]]]
+    assert measure.describe(object())[0] == "object"
+
+    def fingerprint(model):
+        return measure.model_fingerprint(model, [(path, module, False) for path, module in model.named_modules()
+                                                 if isinstance(module, (measured.HeavyScale, measured.LightScale))])
+
+    base = fingerprint(measured.model())
+    assert base == fingerprint(measured.model())
+    assert base != fingerprint(measured.model().to(torch.float64))
+    assert base != fingerprint(torch.nn.Sequential(*measured.model()[:4]))
+    assert "'1', False, 'tests.measured', 'HeavyScale', 'weight', 'torch.float32', (64,), 0" in base
+    weightless = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())  # a measured module with no weights
+    before = measure.model_fingerprint(weightless, [("1", weightless[1], False)])
+    assert before != measure.model_fingerprint(weightless.to(torch.float64), [("1", weightless[1], False)])
+
+
+def test_the_cpu_is_named_by_the_model_name_in_proc_cpuinfo():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
+             if line.startswith(("model name", "Model", "cpu model")) and ":" in line]
+    assert measure.device_name("cpu") == f"cpu {platform.machine()} {names[0] if names else ''}".rstrip()
 
 
 def test_decisions_do_not_leak_across_dtypes_or_shape_classes(menv, timings):

@@ -107,7 +107,7 @@ class _Plan:
     """What every module of one class gets: a kernel class, or a reason to keep its forward."""
 
     __slots__ = ("layer_name", "kernel_class", "kernel", "reason", "modules", "condition", "functions",
-                 "functions_class", "timing", "undecided")
+                 "functions_class", "timing", "undecided", "decision")
 
     def __init__(self, layer_name: str | None, condition=None):
         self.layer_name = layer_name  # None: the class is no layer itself, only calls marked functions
@@ -120,6 +120,7 @@ class _Plan:
         self.functions_class: type | None = None  # its forward, calling the function kernels chosen
         self.timing: measuring.Timing | None = None  # measure=True: what decided for kernel_class
         self.undecided: type | None = None  # measure=True without sample_input: the kernel class, until measured
+        self.decision: tuple | None = None  # measure=True: (input signature, decision key) of what decided
 
 
 class _FunctionPlan:
@@ -156,9 +157,12 @@ def kernelize(model, *, device=None, mode: Mode | None = None, use_fallback: boo
             Each decision is kept in the cache per device, kernel commit and variant, class, dtype and shape
             class, so a later process decides without timing. Function kernels are not measured.
         sample_input: with measure=True, the model's inputs: its positional args (a tuple, or one tensor),
-            or ``(args, kwargs)``; the model runs once on them under ``torch.no_grad``. Without it, the
-            classes to measure keep their own forward until the model's first forward, whose inputs are
-            recorded; right after it they are measured (or recalled) and bound, and the report is redone.
+            or ``(args, kwargs)``; the model runs once on them under ``torch.no_grad``, unless the cache holds
+            an input plan for this device, sample (dtypes and shapes), measured modules and kernel commits
+            whose decisions are all remembered: then nothing runs (measure.py says what the key holds).
+            Without it, the classes to measure keep their own forward until the model's first forward, whose
+            inputs are recorded; right after it they are measured (or recalled) and bound, and the report is
+            redone.
 
     Returns:
         The same model; ``kernelize_report(model)`` says what was bound where and what was kept.
@@ -388,10 +392,61 @@ _deferred: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model ->
 
 
 def _measure(model, plans: dict, marked: list, sample_input, device_type: str) -> None:
-    """Keep a class's kernel only where it beats the class's own forward on the inputs its modules see."""
+    """Keep a class's kernel only where it beats the class's own forward on the inputs its modules see.
+
+    A remembered input plan whose decisions are all in the cache decides with no forward of the model; else the
+    model runs on ``sample_input``, what is not remembered is measured, and the plan is written anew."""
+    from ..cache.store import Store  # only measuring reads and writes decisions and input plans
+
     natives, members = _to_measure(plans, marked)
-    seen = measuring.record_inputs(model, members, sample_input) if members else {}
-    _decide_all(plans, natives, seen, device_type, "sample_input")
+    store = Store()
+    if not members:
+        _decide_all(plans, natives, {}, device_type, "sample_input", store)
+        return
+    by_id = {id(plan): plan for plan in plans.values() if plan is not None}
+    kernels = [_kernel_row(by_id[key], cls) for key, cls in natives.items()]
+    modules = [(path, module, foreign is not None) for path, module, _cls, kind, plan, foreign in marked
+               if kind == "layer" and id(plan) in natives]
+    key = measuring.plan_key(model, sample_input, device_type, kernels, modules)
+    if _recall_plan(store.recall_input_plan(key), by_id, natives, kernels, store):
+        return
+    seen = measuring.record_inputs(model, members, sample_input)
+    _decide_all(plans, natives, seen, device_type, "sample_input", store)
+    store.remember_input_plan(key, measuring.input_plan(kernels, [by_id[k].decision for k in natives]))
+
+
+def _kernel_row(plan: _Plan, cls: type) -> list:
+    """[native class, layer, repo, commit, variant]: what an input plan is made for, per measured class."""
+    origin = plan.kernel.__kernelhook__
+    return [f"{cls.__module__}.{cls.__qualname__}", plan.layer_name, origin.repo_id, origin.commit, origin.variant]
+
+
+def _recall_plan(record, by_id: dict, natives: dict, kernels: list, store) -> bool:
+    """Decide every measured class from a remembered input plan and the decisions it names.
+
+    Returns:
+        True when all were decided; False (nothing changed) when the plan is missing or damaged, or a
+        decision it names is missing or damaged.
+    """
+    keys = measuring.planned_decisions(record, kernels)
+    if keys is None:
+        return False
+    recalled = []
+    for (plan_id, cls), key in zip(natives.items(), keys):
+        found = None if key is None else store.recall_decision(key)
+        if key is not None and not measuring.is_decision(found):
+            logger.debug("kernelize: the input plan names no usable decision for %s: running sample_input",
+                         by_id[plan_id].layer_name)
+            return False
+        recalled.append((by_id[plan_id], cls, found))
+    logger.info("kernelize: %d class(es) decided from a remembered input plan, without running the model on "
+                "sample_input", len(recalled))
+    for plan, cls, found in recalled:
+        if found is None:
+            _unreached(plan, "sample_input")
+        else:
+            _apply(plan, cls, found, "remembered")
+    return True
 
 
 def _to_measure(plans: dict, marked: list) -> tuple[dict, dict]:
@@ -404,18 +459,22 @@ def _to_measure(plans: dict, marked: list) -> tuple[dict, dict]:
     return natives, members
 
 
-def _decide_all(plans: dict, natives: dict, seen: dict, device_type: str, source: str) -> None:
+def _decide_all(plans: dict, natives: dict, seen: dict, device_type: str, source: str, store=None) -> None:
     from ..cache.store import Store  # only measuring reads and writes decisions
 
     by_id = {id(plan): plan for plan in plans.values() if plan is not None}
-    store = Store()
+    store = Store() if store is None else store
     for key, cls in natives.items():
         plan = by_id[key]
         if key not in seen:
-            plan.kernel_class = None
-            plan.reason = f"measured: no module of this class ran on {source}, so nothing was timed"
+            _unreached(plan, source)
             continue
         _decide(plan, cls, seen[key], device_type, store)
+
+
+def _unreached(plan: _Plan, source: str) -> None:
+    plan.kernel_class = None
+    plan.reason = f"measured: no module of this class ran on {source}, so nothing was timed"
 
 
 def _defer(model, plans: dict, marked: list, device_type: str, mode: Mode) -> None:
@@ -462,9 +521,10 @@ def _decide(plan: _Plan, cls: type, recorded: tuple, device_type: str, store) ->
               "variant": origin.variant, "layer": plan.layer_name, "native": f"{cls.__module__}.{cls.__qualname__}",
               "inputs": measuring.input_signature(args, kwargs)}
     key = measuring.decision_key(fields)
+    plan.decision = (fields["inputs"], key)
     record = store.recall_decision(key)
     how = "remembered"
-    if record is None:
+    if not measuring.is_decision(record):  # none, or one a damaged file left: measured (and written) again
         try:
             timing = measuring.time_forward(cls.forward, plan.kernel_class.forward, module, args, kwargs, device_type)
         except Exception as exc:  # the kernel (or the class) failed on the real inputs: keep the class's own
@@ -476,10 +536,16 @@ def _decide(plan: _Plan, cls: type, recorded: tuple, device_type: str, store) ->
                   "margin": measuring.MARGIN, "measured_at": time.time()}
         store.remember_decision(key, record)
         how = "measured"
+    _apply(plan, cls, record, how)
+
+
+def _apply(plan: _Plan, cls: type, record: dict, how: str) -> None:
+    """Take a decision (measured or remembered): its times go to the report; a kernel that lost is dropped."""
     plan.timing = measuring.Timing(record["native_ms"], record["kernel_ms"])
-    logger.info("kernelize: %s %s (%s) for %s: %s -> %s", how, plan.layer_name, cls.__name__,
-                " ".join(f"{d}{s}" for _, d, s in fields["inputs"]), plan.timing,
-                "kernel" if record["bound"] else "native")
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("kernelize: %s %s (%s) for %s: %s -> %s", how, plan.layer_name, cls.__name__,
+                    " ".join(f"{d}{s}" for _, d, s in record["inputs"]), plan.timing,
+                    "kernel" if record["bound"] else "native")
     if not record["bound"]:
         plan.kernel_class = None
         plan.reason = f"measured: {plan.timing}; the kernel must be at least {measuring.MARGIN:.0%} faster"

@@ -17,6 +17,8 @@ Layout (``v1/`` is the format version)::
                                        they last matched the lock entry <key> names
     decisions/<key digest>.json        kernelize(measure=True): whether a kernel beat a class's own
                                        forward on one device, dtype and shape class (binding/measure.py)
+    input-plans/<key digest>.json      the inputs a model's run on a sample_input gave each class it
+                                       measured, so that decisions are recalled without the run
     locks/, tmp/
 
 Revision refs are the roots ``kernelhook cache prune`` keeps. Every pin leaves
@@ -299,6 +301,23 @@ class Store:
         found = (self.recall_decision(p.stem) for p in sorted(self._entries(self.root / "decisions"))
                  if p.suffix == ".json")
         return [record for record in found if record is not None]
+
+    def recall_input_plan(self, key: str) -> dict | None:
+        """The input plan kept under ``key`` (a hex digest): the inputs a run on sample_input gave each class
+        kernelize(measure=True) measured (binding/measure.py says what it holds).
+
+        Returns:
+            The record ``remember_input_plan`` wrote, or None (absent or damaged: the model runs again).
+
+        Raises:
+            CacheError: permissions keep this user from reading it.
+        """
+        found = self.read_json(f"input-plans/{key}.json")
+        return found if isinstance(found, dict) and isinstance(found.get("classes"), list) else None
+
+    def remember_input_plan(self, key: str, record: dict) -> None:
+        """Keep an input plan under ``key`` (a hex digest); a cache that cannot be written keeps none."""
+        self.write_json(f"input-plans/{key}.json", record)
 
     # -- writing (atomic) ------------------------------------------------------------
 
