@@ -115,15 +115,10 @@ def resolve(name: KernelName, store: Store) -> Resolved:
 
 
 def _resolve_here(name: KernelName, store: Store) -> Resolved:
-    pinned = recall.commit_pin(name, store)
-    if pinned is not None:
-        return pinned
     known = store.recall_name(name.key) or _cached_spelling(name, store)
     if known is not None:
-        local = _resolve_locally(name, known, store)
+        local = recall.commit_pin(name, store, known)  # commit pins need no request once the repo is known
         if local is not None:
-            if store.recall_revision(known, name.revision) is None:  # a root for `kernelhook cache prune`
-                store.remember_revision(known, name.revision, name.revision, local.commit)
             return local
         try:
             return _resolve_online(name, known, store)
@@ -143,18 +138,6 @@ def _cached_spelling(name: KernelName, store: Store) -> RepoAddress | None:
     for repo in _addresses(name):
         if any(commit.startswith(revision) for commit in store.known_commits(repo)):
             return repo
-    return None
-
-
-def _resolve_locally(name: KernelName, repo: RepoAddress, store: Store) -> Resolved | None:
-    """Commit pins need no request once the repo is known."""
-    revision = name.revision
-    if revision is not None and is_full_sha(revision):
-        return Resolved(repo, revision, "commit pin")
-    if revision is not None and is_short_sha(revision):
-        matches = sorted(c for c in store.known_commits(repo) if c.startswith(revision))
-        if len(matches) == 1:
-            return Resolved(repo, matches[0], f"commit pin {revision}")
     return None
 
 
