@@ -396,6 +396,20 @@ def test_permission_denied_on_the_cache_is_a_cache_error_naming_the_path_and_the
     assert _object_shas(cache) == set() and _temp_downloads(cache) == []
 
 
+
+def test_small_entries_are_read_whole_and_what_is_not_a_file_is_a_miss(tmp_path):
+    store = Store(tmp_path / "cache")
+    big = {"inputs": ["x" * 1000] * 200}  # more than one read's 64 KiB
+    store.write_json("input-plans/big.json", big)
+    assert store.read_json("input-plans/big.json") == big
+    (store.root / "decisions" / "folder.json").mkdir(parents=True)  # a folder where a file belongs
+    assert store.read_json("decisions/folder.json") is None and store.read_text("decisions/folder.json") is None
+    assert store.read_json("decisions/absent.json") is None
+    (store.root / "decisions" / "garbage.json").write_bytes(b"\xff{")
+    assert store.read_json("decisions/garbage.json") is None and store.read_text("decisions/garbage.json") is None
+    assert Store(str(tmp_path / "cache")).root == store.root == tmp_path / "cache" / "v1"
+
+
 # -- 4. a failing Hub -------------------------------------------------------------------------------
 
 def _failing_hub_repo(hub: LocalHub, name: str) -> types.SimpleNamespace:

@@ -34,6 +34,7 @@ import weakref
 from types import MethodType, ModuleType
 from typing import NamedTuple
 
+from ..cache.store import Store  # loading.api imports it too: nothing more is imported for measure=True
 from ..errors import KernelImportError, KernelizeError, KernelLayerError
 from ..loading.api import (
     load_kernel,  # the loader's data path: imported with kernelize, not inside its first call
@@ -396,17 +397,13 @@ def _measure(model, plans: dict, marked: list, sample_input, device_type: str) -
 
     A remembered input plan whose decisions are all in the cache decides with no forward of the model; else the
     model runs on ``sample_input``, what is not remembered is measured, and the plan is written anew."""
-    from ..cache.store import Store  # only measuring reads and writes decisions and input plans
-
-    natives, members = _to_measure(plans, marked)
+    natives, members, modules = _to_measure(plans, marked)
     store = Store()
     if not members:
         _decide_all(plans, natives, {}, device_type, "sample_input", store)
         return
     by_id = {id(plan): plan for plan in plans.values() if plan is not None}
     kernels = [_kernel_row(by_id[key], cls) for key, cls in natives.items()]
-    modules = [(path, module, foreign is not None) for path, module, _cls, kind, plan, foreign in marked
-               if kind == "layer" and id(plan) in natives]
     key = measuring.plan_key(model, sample_input, device_type, kernels, modules)
     if _recall_plan(store.recall_input_plan(key), by_id, natives, kernels, store):
         return
@@ -449,19 +446,26 @@ def _recall_plan(record, by_id: dict, natives: dict, kernels: list, store) -> bo
     return True
 
 
-def _to_measure(plans: dict, marked: list) -> tuple[dict, dict]:
-    """({id(plan): native class} of the plans with a layer kernel, {id(plan): [its modules]})."""
+def _to_measure(plans: dict, marked: list) -> tuple[dict, dict, list]:
+    """What measure=True looks at, in one pass over the marked modules.
+
+    Returns:
+        ({id(plan): native class} of the plans with a layer kernel, {id(plan): [its modules that would be
+        bound]}, [(path, module, whether its own forward stays) of every module of those classes], for
+        measure.plan_key).
+    """
     natives = {id(plan): cls for cls, plan in plans.items() if plan is not None and plan.kernel_class is not None}
     members: dict = {}
-    for _path, module, _cls, kind, plan, foreign in marked:
-        if kind == "layer" and foreign is None and id(plan) in natives:
-            members.setdefault(id(plan), []).append(module)
-    return natives, members
+    modules = []
+    for path, module, _cls, kind, plan, foreign in marked:
+        if kind == "layer" and id(plan) in natives:
+            modules.append((path, module, foreign is not None))
+            if foreign is None:
+                members.setdefault(id(plan), []).append(module)
+    return natives, members, modules
 
 
 def _decide_all(plans: dict, natives: dict, seen: dict, device_type: str, source: str, store=None) -> None:
-    from ..cache.store import Store  # only measuring reads and writes decisions
-
     by_id = {id(plan): plan for plan in plans.values() if plan is not None}
     store = Store() if store is None else store
     for key, cls in natives.items():
@@ -480,7 +484,7 @@ def _unreached(plan: _Plan, source: str) -> None:
 def _defer(model, plans: dict, marked: list, device_type: str, mode: Mode) -> None:
     """measure=True without sample_input: the classes to measure keep their own forward until the model's first
     forward, which records their inputs (pre-hooks); after it, one forward hook measures, binds and removes all."""
-    natives, members = _to_measure(plans, marked)
+    natives, members, _modules = _to_measure(plans, marked)
     if not members:
         return
     by_id = {id(plan): plan for plan in plans.values() if plan is not None}

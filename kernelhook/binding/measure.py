@@ -59,7 +59,7 @@ WARMUP = 3  # calls of each forward before timing: lazy initialisation, caches, 
 REPEATS = 7  # timed repeats of each forward, interleaved; the median of them decides
 MIN_REPEAT_S = 0.002  # each forward's calls per repeat are raised until a repeat takes this long (to MAX_CALLS)
 MAX_CALLS = 256
-PLAN_FORMAT = 1  # of the input plan records; another format is a miss
+PLAN_FORMAT = 2  # of the input plan records and their keys; another format is a miss
 CPUINFO_READS = 64  # of 1 KiB: /proc/cpuinfo is read no further when no model name is found
 MAX_DEPTH = 8  # containers in sample_input deeper than this count by their type alone
 
@@ -83,9 +83,10 @@ def device_name(device_type: str) -> str:
 
     if device_type in ("cuda", "rocm") and torch.cuda.is_available():
         return f"{device_type} {torch.cuda.get_device_name()}"
-    npu = getattr(torch, "npu", None)
-    if device_type == "npu" and npu is not None and hasattr(npu, "get_device_name"):
-        return f"npu {npu.get_device_name()}"
+    if device_type == "npu":  # asked only here: without torch_npu, torch's module __getattr__ raises, slowly
+        npu = getattr(torch, "npu", None)
+        if npu is not None and hasattr(npu, "get_device_name"):
+            return f"npu {npu.get_device_name()}"
     return f"{device_type} {_cpu_name()}"
 
 
@@ -269,10 +270,11 @@ def plan_key(model, sample_input, device_type: str, kernels: list, modules: list
         that is and what it cannot see).
     """
     args, kwargs = _split(sample_input)
-    fields = [PLAN_FORMAT, device_name(device_type), _autocast(device_type), describe([args, kwargs]), kernels]
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
-    digest.update(model_fingerprint(model, modules).encode())
-    return digest.hexdigest()
+    fields = (PLAN_FORMAT, device_name(device_type), _autocast(device_type), describe([args, kwargs]), kernels,
+              model_fingerprint(model, modules))
+    # repr, not json.dumps: every field is made of str, int, float, bool, None, lists and tuples, whose reprs
+    # are fixed, and one repr costs a fraction of what dumps does on a path a remembered decision takes
+    return hashlib.sha256(repr(fields).encode()).hexdigest()
 
 
 def describe(value, depth: int = 0):
@@ -281,7 +283,7 @@ def describe(value, depth: int = 0):
     import torch
 
     if isinstance(value, torch.Tensor):  # its device is the model's, which device_name already tells
-        return ["tensor", str(value.dtype), list(value.shape)]
+        return ["tensor", _dtype_name(value.dtype), list(value.shape)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (tuple, list)) and depth < MAX_DEPTH:
@@ -308,7 +310,7 @@ def model_fingerprint(model, modules: list) -> str:
         records, as a rule) the native class and own parameters' and buffers' names, dtypes and shapes of
         it and of every module under it.
     """
-    first = next(model.parameters(), None)
+    first = _first_parameter(model, set())
     parts: list = [bool(getattr(model, "training", False)), None if first is None else _dtype_name(first.dtype)]
     described: set = set()
     for path, module, stays in modules:
@@ -318,6 +320,21 @@ def model_fingerprint(model, modules: list) -> str:
             described.add(cls)
             _describe_module(module, parts, set())
     return repr(parts)
+
+
+def _first_parameter(module, memo: set):
+    """``next(module.parameters(), None)``, without the three generators it goes through (a module met again,
+    as in a cycle, is skipped as parameters() skips it)."""
+    memo.add(id(module))
+    for parameter in module._parameters.values():
+        if parameter is not None:
+            return parameter
+    for child in module._modules.values():
+        if child is not None and id(child) not in memo:
+            found = _first_parameter(child, memo)
+            if found is not None:
+                return found
+    return None
 
 
 def _describe_module(module, parts: list, memo: set) -> None:
