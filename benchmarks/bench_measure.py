@@ -17,7 +17,7 @@ the code that only measure=True runs is run for the first time in the timed call
                      decisions; the model does not run on x and nothing is timed
     remembered-cold  the same as remembered, as the first measure=True call of its process
 
-    .venv/bin/python benchmarks/bench_measure.py [--runs 7] [--json runs.json]
+    .venv/bin/python benchmarks/bench_measure.py [--runs 7] [--modules 20] [--json runs.json]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from kernelhook.testing import LocalHub
 
-MODULES = 20  # of each class
+MODULES = 20  # of each class (--modules)
 WASTE = 40  # tanh calls of the step one side skips
 
 NATIVE_AND_KERNELS = f'''
@@ -114,8 +114,8 @@ print(json.dumps({"ms": 1000 * elapsed, "forward_ms": 1000 * forward, "timed": l
 '''
 
 
-def child(kind: str, env: dict) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, NATIVE_AND_KERNELS, kind, str(MODULES)], env=env,
+def child(kind: str, env: dict, modules: int = MODULES) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, NATIVE_AND_KERNELS, kind, str(modules)], env=env,
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise SystemExit(f"a {kind} child failed:\n{done.stderr}")
@@ -125,8 +125,10 @@ def child(kind: str, env: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--modules", type=int, default=MODULES, help="modules of each class (default %(default)s)")
     parser.add_argument("--json", metavar="FILE", help="also write every run here")
     args = parser.parse_args()
+    modules = args.modules
     with tempfile.TemporaryDirectory(prefix="bench-measure-") as tmp, LocalHub(Path(tmp) / "hub") as hub:
         for repo_id, layers in (("bench/fast-scale", FAST_KERNEL), ("bench/slow-scale", SLOW_KERNEL)):
             hub.create_repo(repo_id)
@@ -139,25 +141,30 @@ def main() -> None:
         child("plain", env)  # fills the kernel cache: every timed run below loads warm
         runs = {"plain": [], "measuring": [], "remembered": [], "remembered-cold": []}
         for _ in range(args.runs):  # interleaved, so load elsewhere hits every kind alike
-            runs["plain"].append(child("plain", env))
+            runs["plain"].append(child("plain", env, modules))
             shutil.rmtree(cache / "v1" / "decisions", ignore_errors=True)  # this benchmark's own cache: none kept
-            runs["measuring"].append(child("measuring", env))
-            runs["remembered"].append(child("remembered", env))
-            runs["remembered-cold"].append(child("remembered-cold", env))
+            runs["measuring"].append(child("measuring", env, modules))
+            runs["remembered"].append(child("remembered", env, modules))
+            runs["remembered-cold"].append(child("remembered-cold", env, modules))
     remembered_runs = runs["remembered"] + runs["remembered-cold"]
     assert all(r["timed"] == 2 for r in runs["measuring"]) and all(r["timed"] == 0 for r in remembered_runs)
     assert all(r["forwards"] == 1 for r in runs["measuring"]) and all(r["forwards"] == 0 for r in remembered_runs)
-    print(f"kernelize of {2 * MODULES} modules of 2 classes, medians over {args.runs} fresh processes each\n")
+    print(f"kernelize of {2 * modules} modules of 2 classes, medians over {args.runs} fresh processes each\n")
     print("| run | kernelize ms (median, min-max) | one native forward on x, ms | classes timed | bound | kept |\n"
           "|---|---|---|---|---|---|")
     for kind, rows in runs.items():
         ms = [r["ms"] for r in rows]
         forward = statistics.median(r["forward_ms"] for r in rows)
-        print(f"| {kind} | {statistics.median(ms):.1f} ({min(ms):.1f}-{max(ms):.1f}) | {forward:.1f} | "
+        print(f"| {kind} | {statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f}) | {forward:.1f} | "
               f"{rows[0]['timed']} | {rows[0]['bound']} | {rows[0]['kept']} |")
     measuring = statistics.median(r["ms"] for r in runs["measuring"])
     remembered = statistics.median(r["ms"] for r in runs["remembered"])
+    plain = sorted(r["ms"] for r in runs["plain"])
+    low, _, high = statistics.quantiles(plain, n=4)  # the middle half of plain's runs: its noise, outliers aside
+    where = "inside" if low <= remembered <= high else ("above" if remembered > high else "below")
     print(f"\nmeasuring costs {(measuring - remembered) / 2:.1f} ms per class over a remembered decision")
+    print(f"a remembered decision costs {remembered - statistics.median(plain):+.2f} ms over plain kernelize; "
+          f"the middle half of plain's runs spans {low:.2f}-{high:.2f} ms and the remembered median is {where} it")
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))
 

@@ -265,18 +265,26 @@ def test_sample_and_model_fingerprints_see_dtypes_shapes_and_structure():
         "tuple", [["tuple", [["tensor", "torch.float32", [3, 5]]]], ["dict", [["mask", None], ["n", 2]]]]]
     assert measure.describe(object())[0] == "object"
 
-    def fingerprint(model):
-        return measure.model_fingerprint(model, [(path, module, False) for path, module in model.named_modules()
-                                                 if isinstance(module, (measured.HeavyScale, measured.LightScale))])
+    def key(model, sample=x):
+        classes = (measured.HeavyScale, measured.LightScale)
+        found = [(path, module) for path, module in model.named_modules() if isinstance(module, classes)]
+        firsts = [next(m for _, m in found if isinstance(m, cls)) for cls in classes
+                  if any(isinstance(m, cls) for _, m in found)]
+        return measure.plan_key(model, sample, "cpu", [["row"]], [path for path, _ in found], firsts)
 
-    base = fingerprint(measured.model())
-    assert base == fingerprint(measured.model())
-    assert base != fingerprint(measured.model().to(torch.float64))
-    assert base != fingerprint(torch.nn.Sequential(*measured.model()[:4]))
-    assert "'1', False, 'tests.measured', 'HeavyScale', 'weight', 'torch.float32', (64,), 0" in base
+    base = key(measured.model())
+    assert base == key(measured.model())
+    assert base != key(measured.model().to(torch.float64))
+    assert base != key(torch.nn.Sequential(*measured.model()[:4]))  # fewer modules: other paths
+    assert base != key(measured.model(), torch.zeros(3, 6))  # another sample shape
+    fingerprint = measure.model_fingerprint(measured.model(), [measured.model()[1]])
+    assert fingerprint == "[True, 'torch.float32', 'tests.measured', 'HeavyScale', 'weight', 'torch.float32', (64,), 0]"
+    assert fingerprint != measure.model_fingerprint(measured.model().eval(), [measured.model()[1]])
     weightless = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())  # a measured module with no weights
-    before = measure.model_fingerprint(weightless, [("1", weightless[1], False)])
-    assert before != measure.model_fingerprint(weightless.to(torch.float64), [("1", weightless[1], False)])
+    before = measure.model_fingerprint(weightless, [weightless[1]])
+    assert before != measure.model_fingerprint(weightless.to(torch.float64), [weightless[1]])
+    kept = measure.plan_key(weightless, x, "cpu", [["row"]], ["1" + measure.KEPT_MARK], [weightless[1]])
+    assert kept != measure.plan_key(weightless, x, "cpu", [["row"]], ["1"], [weightless[1]])
 
 
 def test_the_cpu_is_named_by_the_model_name_in_proc_cpuinfo():

@@ -397,17 +397,27 @@ def _measure(model, plans: dict, marked: list, sample_input, device_type: str) -
 
     A remembered input plan whose decisions are all in the cache decides with no forward of the model; else the
     model runs on ``sample_input``, what is not remembered is measured, and the plan is written anew."""
-    natives, members, modules = _to_measure(plans, marked)
+    natives = _natives(plans)
     store = Store()
-    if not members:
+    by_id = {id(plan): plan for plan in plans.values() if plan is not None}
+    measured = [entry for entry in marked if entry[3] == "layer" and id(entry[4]) in natives]
+    if all(foreign is not None for _path, _module, _cls, _kind, _plan, foreign in measured):  # none would be bound
         _decide_all(plans, natives, {}, device_type, "sample_input", store)
         return
-    by_id = {id(plan): plan for plan in plans.values() if plan is not None}
     kernels = [_kernel_row(by_id[key], cls) for key, cls in natives.items()]
-    key = measuring.plan_key(model, sample_input, device_type, kernels, modules)
+    firsts: dict = {}
+    for _path, module, _cls, _kind, plan, _foreign in measured:
+        if id(plan) not in firsts:
+            firsts[id(plan)] = module
+            if len(firsts) == len(natives):  # as a rule, long before the last module
+                break
+    paths = [path if foreign is None else path + measuring.KEPT_MARK
+             for path, _module, _cls, _kind, _plan, foreign in measured]
+    key = measuring.plan_key(model, sample_input, device_type, kernels, paths,
+                             [firsts[plan_id] for plan_id in natives if plan_id in firsts])
     if _recall_plan(store.recall_input_plan(key), by_id, natives, kernels, store):
         return
-    seen = measuring.record_inputs(model, members, sample_input)
+    seen = measuring.record_inputs(model, _members(natives, marked), sample_input)
     _decide_all(plans, natives, seen, device_type, "sample_input", store)
     store.remember_input_plan(key, measuring.input_plan(kernels, [by_id[k].decision for k in natives]))
 
@@ -446,23 +456,18 @@ def _recall_plan(record, by_id: dict, natives: dict, kernels: list, store) -> bo
     return True
 
 
-def _to_measure(plans: dict, marked: list) -> tuple[dict, dict, list]:
-    """What measure=True looks at, in one pass over the marked modules.
+def _natives(plans: dict) -> dict:
+    """{id(plan): native class} of the plans with a layer kernel: the classes measure=True decides."""
+    return {id(plan): cls for cls, plan in plans.items() if plan is not None and plan.kernel_class is not None}
 
-    Returns:
-        ({id(plan): native class} of the plans with a layer kernel, {id(plan): [its modules that would be
-        bound]}, [(path, module, whether its own forward stays) of every module of those classes], for
-        measure.plan_key).
-    """
-    natives = {id(plan): cls for cls, plan in plans.items() if plan is not None and plan.kernel_class is not None}
+
+def _members(natives: dict, marked: list) -> dict:
+    """{id(plan): [its modules that would be bound]} for the classes in ``natives``: whose inputs are recorded."""
     members: dict = {}
-    modules = []
-    for path, module, _cls, kind, plan, foreign in marked:
-        if kind == "layer" and id(plan) in natives:
-            modules.append((path, module, foreign is not None))
-            if foreign is None:
-                members.setdefault(id(plan), []).append(module)
-    return natives, members, modules
+    for _path, module, _cls, kind, plan, foreign in marked:
+        if kind == "layer" and foreign is None and id(plan) in natives:
+            members.setdefault(id(plan), []).append(module)
+    return members
 
 
 def _decide_all(plans: dict, natives: dict, seen: dict, device_type: str, source: str, store=None) -> None:
@@ -484,7 +489,8 @@ def _unreached(plan: _Plan, source: str) -> None:
 def _defer(model, plans: dict, marked: list, device_type: str, mode: Mode) -> None:
     """measure=True without sample_input: the classes to measure keep their own forward until the model's first
     forward, which records their inputs (pre-hooks); after it, one forward hook measures, binds and removes all."""
-    natives, members, _modules = _to_measure(plans, marked)
+    natives = _natives(plans)
+    members = _members(natives, marked)
     if not members:
         return
     by_id = {id(plan): plan for plan in plans.values() if plan is not None}

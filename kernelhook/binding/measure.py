@@ -258,23 +258,31 @@ def _split(sample_input) -> tuple[tuple, dict]:
 # -- input plans: the inputs a run on sample_input gave each measured class, recalled without running it ---------
 
 
-def plan_key(model, sample_input, device_type: str, kernels: list, modules: list) -> str:
+def plan_key(model, sample_input, device_type: str, kernels: list, paths: list, firsts: list) -> str:
     """The cache key of the input plan for this model, sample and set of kernels; nothing runs.
 
     Args:
         kernels: one row per measured class, in model order: [native class, layer, repo, commit, variant].
-        modules: (path, module, whether its own forward stays) of every module of those classes, in model order.
+        paths: the path of every module of those classes, in model order, with KEPT_MARK after it where the
+            module's own forward stays (someone else set it).
+        firsts: the first of those modules of each class, in the order of ``kernels``.
 
     Returns:
         A hex digest of what decides which inputs the measured classes see (the module docstring says what
         that is and what it cannot see).
     """
     args, kwargs = _split(sample_input)
-    fields = (PLAN_FORMAT, device_name(device_type), _autocast(device_type), describe([args, kwargs]), kernels,
-              model_fingerprint(model, modules))
-    # repr, not json.dumps: every field is made of str, int, float, bool, None, lists and tuples, whose reprs
-    # are fixed, and one repr costs a fraction of what dumps does on a path a remembered decision takes
-    return hashlib.sha256(repr(fields).encode()).hexdigest()
+    head = (PLAN_FORMAT, device_name(device_type), _autocast(device_type), describe([args, kwargs]), kernels,
+            model_fingerprint(model, firsts))
+    # repr, not json.dumps: the head is made of str, int, float, bool, None, lists and tuples, whose reprs are
+    # fixed. The paths go in joined, not as a list's repr: on a model of thousands of modules that is most of
+    # the key's cost, and a remembered decision is meant to cost next to nothing
+    digest = hashlib.sha256(repr(head).encode())
+    digest.update("\n".join(paths).encode())
+    return digest.hexdigest()
+
+
+KEPT_MARK = " (kept)"  # after a path in plan_key's paths: that module keeps its own forward
 
 
 def describe(value, depth: int = 0):
@@ -297,28 +305,23 @@ def _by_name(item) -> str:
     return str(item[0])
 
 
-def model_fingerprint(model, modules: list) -> str:
-    """What of the model decides the inputs its measured modules see, without walking all of it.
+def model_fingerprint(model, firsts: list) -> str:
+    """What of the model, besides its measured modules' paths, decides the inputs those modules see, without
+    walking all of it.
 
     Args:
-        modules: (path, module, whether its own forward stays) of the modules to be measured, in model order.
+        firsts: the first measured module of each class (the one a run records, as a rule).
 
     Returns:
         A string (the repr of a flat list; plan_key hashes it): whether the model trains, the dtype of its
         first parameter (a model cast as a whole shows there even where the measured modules hold no
-        weights), every module's path and flag, and for the first module of each class (the one a run
-        records, as a rule) the native class and own parameters' and buffers' names, dtypes and shapes of
-        it and of every module under it.
+        weights), and for each of ``firsts`` the native class and own parameters' and buffers' names, dtypes
+        and shapes of it and of every module under it.
     """
     first = _first_parameter(model, set())
     parts: list = [bool(getattr(model, "training", False)), None if first is None else _dtype_name(first.dtype)]
-    described: set = set()
-    for path, module, stays in modules:
-        parts += (path, stays)
-        cls = type(module)
-        if cls not in described:
-            described.add(cls)
-            _describe_module(module, parts, set())
+    for module in firsts:
+        _describe_module(module, parts, set())
     return repr(parts)
 
 
