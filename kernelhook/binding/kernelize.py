@@ -400,6 +400,8 @@ def _measure(model, plans: dict, marked: list, sample_input, device_type: str) -
     natives = _natives(plans)
     store = Store()
     by_id = {id(plan): plan for plan in plans.values() if plan is not None}
+    # marked's entries are (path, module, class, kind, plan, foreign forward): the measured modules' own entries,
+    # by index, so a model of thousands of modules costs no new tuple each
     measured = [entry for entry in marked if entry[3] == "layer" and id(entry[4]) in natives]
     if all(foreign is not None for _path, _module, _cls, _kind, _plan, foreign in measured):  # none would be bound
         _decide_all(plans, natives, {}, device_type, "sample_input", store)
