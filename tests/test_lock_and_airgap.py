@@ -336,3 +336,20 @@ def test_a_verified_tree_changed_afterwards_is_hashed_again_and_refused(project,
     with pytest.raises(kernelhook.errors.LockMismatchError, match=message):  # and in this process
         kernelhook.get_kernel(REPO)
     assert not [n for n in sys.modules if n.startswith("_kernelhook_")]
+
+
+def test_the_nearest_lockfile_above_the_working_directory_is_the_one_in_effect(tmp_path, monkeypatch):
+    from kernelhook.project import lockfile_in_effect
+
+    monkeypatch.delenv("KERNELHOOK_LOCKFILE", raising=False)
+    deep = tmp_path / "project" / "src" / "pkg"
+    deep.mkdir(parents=True)
+    (tmp_path / "kernelhook.lock").write_text("")
+    (tmp_path / "project" / "kernelhook.lock").write_text("")
+    (tmp_path / "project" / "src" / "kernelhook.lock").mkdir()  # a folder of that name is not a lockfile
+    monkeypatch.chdir(deep)
+    assert lockfile_in_effect() == tmp_path / "project" / "kernelhook.lock"
+    (tmp_path / "project" / "kernelhook.lock").unlink()
+    assert lockfile_in_effect() == tmp_path / "kernelhook.lock"
+    monkeypatch.setenv("KERNELHOOK_LOCKFILE", str(tmp_path / "named.lock"))
+    assert lockfile_in_effect() == tmp_path / "named.lock"
