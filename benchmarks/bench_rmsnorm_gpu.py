@@ -4,7 +4,12 @@ Memory-bound RMSNorm reads x and writes y once: bytes moved = 2 * rows * hidden 
 weight). GB/s = bytes / time. A device-to-device copy of the same tensor is the practical ceiling.
 Needs a CUDA (or ROCm) GPU and triton; writes a bar chart PNG with matplotlib.
 
+It then lets kernelize(measure=True) decide, on the same shapes, between a Qwen3RMSNorm-like class's own
+forward and the example's layer loaded through the hook from a loopback Hub (the torch-cuda variant this
+machine's probe picks): the decisions it keeps, with both medians, are what the README reports for this GPU.
+
     python benchmarks/bench_rmsnorm_gpu.py [--rows 4096 16384 65536] [--hidden 4096] [--png rmsnorm.png]
+                                           [--json results.json]
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +74,53 @@ def measure(rows: int, hidden: int, dtype=torch.bfloat16, eps: float = 1e-6) -> 
             "tb_per_s": {k: moved / (v / 1e3) / 1e12 for k, v in ms.items()}}
 
 
+def measure_decisions(rows_list: list[int], hidden: int, dtype=torch.bfloat16) -> list[dict]:
+    """kernelize(measure=True)'s decision for each shape, from a fresh cache: [{rows, bound, native_ms, kernel_ms}]."""
+    import tempfile
+
+    import kernelhook
+    from kernelhook.testing import LocalHub
+    from torch import nn
+
+    @kernelhook.use_kernel_forward_from_hub("RMSNorm")
+    class Qwen3LikeRMSNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.rand(hidden) + 0.5)
+            self.variance_epsilon = 1e-6
+
+        def forward(self, hidden_states):
+            return eager(hidden_states, self.weight, self.variance_epsilon)
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "kernels" / "RMSNorm"
+    mapping = {"RMSNorm": {"cuda": "kernels-ext-npu/RMSNorm@v1:RMSNorm"}}
+    found = []
+    with tempfile.TemporaryDirectory(prefix="bench-rmsnorm-") as tmp, LocalHub(Path(tmp) / "hub") as hub:
+        hub.create_repo("kernels-ext-npu/RMSNorm")
+        hub.commit_dir("kernels-ext-npu/RMSNorm", examples, branch="v1")
+        saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "KERNELHOOK_CACHE")}
+        os.environ.update(HF_ENDPOINT=hub.url, KERNELHOOK_CACHE=str(Path(tmp) / "cache"))
+        try:
+            with kernelhook.use_kernel_mapping(mapping):
+                for rows in rows_list:
+                    model = nn.Sequential(Qwen3LikeRMSNorm()).to("cuda", dtype)
+                    x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+                    report = kernelhook.kernelize_report(
+                        kernelhook.kernelize(model, device="cuda", measure=True, sample_input=x))
+                    for b in report.bound:
+                        found.append({"rows": rows, "bound": True, "variant": b.variant,
+                                      "native_ms": b.native_ms, "kernel_ms": b.kernel_ms})
+                    for k in report.kept:
+                        found.append({"rows": rows, "bound": False, "reason": k.reason})
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    return found
+
+
 def chart(results: list[dict], png: Path) -> None:
     import matplotlib
 
@@ -104,8 +157,14 @@ def main() -> int:
     for r in results:
         print(f"| {r['rows']}x{r['hidden']} | " + " | ".join(f"{v:.2f} TB/s" for v in r["tb_per_s"].values()) + " |")
     chart(results, args.png)
+    decisions = measure_decisions(args.rows, args.hidden)
+    print("\nkernelize(measure=True) on this GPU (bf16):")
+    for d in decisions:
+        what = (f"kernel bound [{d['variant']}]: native {d['native_ms']:.4g} ms, kernel {d['kernel_ms']:.4g} ms"
+                if d["bound"] else f"native kept: {d['reason']}")
+        print(f"  {d['rows']}x{args.hidden}: {what}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"throughput": results, "measure": decisions}, indent=2))
     return 0
 
 
