@@ -3,8 +3,8 @@
 A loopback Hub (kernelhook.testing.LocalHub) serves two layers: a kernel that skips an expensive step of its
 class's own forward (bound when measured) and one that adds it (kept out). The model holds MODULES modules of
 each of the two classes. Every number is a median over fresh interpreters, each importing torch, building the
-model and loading the kernels before its timer starts, so only kernelize itself is timed. The kernels are loaded
-by one call of the kind timed on a model of one module of each class, with a 1-row input for measure=True (its
+model and (but for the "-first" kinds) loading the kernels before its timer starts, so only kernelize itself is
+timed. The kernels are loaded by one call of the kind timed on a model of one module of each class, with a 1-row input for measure=True (its
 own decisions and plan, so the timed call still measures, or recalls, its own), which also runs that kind's
 code once, as any call after a process's first does; "remembered-cold" loads them with a plain kernelize, so
 the code that only measure=True runs is run for the first time in the timed call:
@@ -16,6 +16,9 @@ the code that only measure=True runs is run for the first time in the timed call
                      shapes, and the kernels' commits: a digest, no forward) finds the plan, the plan names the
                      decisions; the model does not run on x and nothing is timed
     remembered-cold  the same as remembered, as the first measure=True call of its process
+    plain-first, remembered-first
+                     plain and remembered as the process's first kernelize, which loads the kernels from the
+                     warm cache (commit pins, so no request): what a user's next process pays
 
     .venv/bin/python benchmarks/bench_measure.py [--runs 7] [--modules 20] [--json runs.json]
 """
@@ -87,19 +90,23 @@ modules = int(sys.argv[3])
 torch.manual_seed(0)
 model = nn.Sequential(*[Heavy() if i % 2 == 0 else Light() for i in range(2 * modules)])
 x = torch.randn(32, 64)
-mapping = {"HeavyScale": {"cpu": "bench/fast-scale@v1:HeavyScale"}, "LightScale": {"cpu": "bench/slow-scale@v1:LightScale"}}
+first = sys.argv[2].endswith("-first")  # the process's first kernelize, which loads the kernels (commit pins)
+pins = json.loads(sys.argv[4]) if first else {}
+fast, slow = pins.get("bench/fast-scale", "v1"), pins.get("bench/slow-scale", "v1")
+mapping = {"HeavyScale": {"cpu": f"bench/fast-scale@{fast}:HeavyScale"},
+           "LightScale": {"cpu": f"bench/slow-scale@{slow}:LightScale"}}
 with use_kernel_mapping(mapping):
     small = nn.Sequential(Heavy(), Light())  # loads both kernels and warms the path timed: not what is timed
     if sys.argv[2] == "plain" or sys.argv[2].endswith("-cold"):
         kernelize(small, device="cpu")
-    else:  # 1 row: its own decisions and plan, so the timed call below still measures, or recalls, its own
+    elif not first:  # 1 row: its own decisions and plan, so the timed call below still measures, or recalls, its own
         kernelize(small, device="cpu", measure=True, sample_input=x[:1])
     timed, real = [], measure.time_forward
     measure.time_forward = lambda *a: timed.append(1) or real(*a)
     forwards = []
     model.register_forward_pre_hook(lambda *a: forwards.append(1))
     start = time.perf_counter()
-    if sys.argv[2] == "plain":
+    if sys.argv[2].startswith("plain"):
         kernelize(model, device="cpu")
     else:
         kernelize(model, device="cpu", measure=True, sample_input=x)
@@ -114,8 +121,9 @@ print(json.dumps({"ms": 1000 * elapsed, "forward_ms": 1000 * forward, "timed": l
 '''
 
 
-def child(kind: str, env: dict, modules: int = MODULES) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, NATIVE_AND_KERNELS, kind, str(modules)], env=env,
+def child(kind: str, env: dict, modules: int = MODULES, pins: dict | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, NATIVE_AND_KERNELS, kind, str(modules), json.dumps(pins or {})],
+                          env=env,
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise SystemExit(f"a {kind} child failed:\n{done.stderr}")
@@ -130,23 +138,27 @@ def main() -> None:
     args = parser.parse_args()
     modules = args.modules
     with tempfile.TemporaryDirectory(prefix="bench-measure-") as tmp, LocalHub(Path(tmp) / "hub") as hub:
+        pins = {}
         for repo_id, layers in (("bench/fast-scale", FAST_KERNEL), ("bench/slow-scale", SLOW_KERNEL)):
             hub.create_repo(repo_id)
-            hub.commit(repo_id, {"build/torch-universal/__init__.py": "from . import layers\n",
-                                 "build/torch-universal/layers.py": layers}, branch="v1")
+            pins[repo_id] = hub.commit(repo_id, {"build/torch-universal/__init__.py": "from . import layers\n",
+                                                 "build/torch-universal/layers.py": layers}, branch="v1")
         cache = Path(tmp) / "cache"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "KERNELHOOK_"))}
         env.update(HF_ENDPOINT=hub.url, KERNELHOOK_CACHE=str(cache), HF_HOME=str(Path(tmp) / "hf-home"),
                    KERNELHOOK_SYSTEM="torch213-cxx11-cpu-x86_64-linux")
         child("plain", env)  # fills the kernel cache: every timed run below loads warm
-        runs = {"plain": [], "measuring": [], "remembered": [], "remembered-cold": []}
+        runs = {"plain": [], "measuring": [], "remembered": [], "remembered-cold": [], "plain-first": [],
+                "remembered-first": []}
         for _ in range(args.runs):  # interleaved, so load elsewhere hits every kind alike
             runs["plain"].append(child("plain", env, modules))
             shutil.rmtree(cache / "v1" / "decisions", ignore_errors=True)  # this benchmark's own cache: none kept
             runs["measuring"].append(child("measuring", env, modules))
             runs["remembered"].append(child("remembered", env, modules))
             runs["remembered-cold"].append(child("remembered-cold", env, modules))
-    remembered_runs = runs["remembered"] + runs["remembered-cold"]
+            runs["plain-first"].append(child("plain-first", env, modules, pins))
+            runs["remembered-first"].append(child("remembered-first", env, modules, pins))
+    remembered_runs = runs["remembered"] + runs["remembered-cold"] + runs["remembered-first"]
     assert all(r["timed"] == 2 for r in runs["measuring"]) and all(r["timed"] == 0 for r in remembered_runs)
     assert all(r["forwards"] == 1 for r in runs["measuring"]) and all(r["forwards"] == 0 for r in remembered_runs)
     print(f"kernelize of {2 * modules} modules of 2 classes, medians over {args.runs} fresh processes each\n")
@@ -159,12 +171,14 @@ def main() -> None:
               f"{rows[0]['timed']} | {rows[0]['bound']} | {rows[0]['kept']} |")
     measuring = statistics.median(r["ms"] for r in runs["measuring"])
     remembered = statistics.median(r["ms"] for r in runs["remembered"])
-    plain = sorted(r["ms"] for r in runs["plain"])
-    low, _, high = statistics.quantiles(plain, n=4)  # the middle half of plain's runs: its noise, outliers aside
-    where = "inside" if low <= remembered <= high else ("above" if remembered > high else "below")
     print(f"\nmeasuring costs {(measuring - remembered) / 2:.1f} ms per class over a remembered decision")
-    print(f"a remembered decision costs {remembered - statistics.median(plain):+.2f} ms over plain kernelize; "
-          f"the middle half of plain's runs spans {low:.2f}-{high:.2f} ms and the remembered median is {where} it")
+    for plain_kind, remembered_kind in (("plain", "remembered"), ("plain-first", "remembered-first")):
+        plain = sorted(r["ms"] for r in runs[plain_kind])
+        recalled = statistics.median(r["ms"] for r in runs[remembered_kind])
+        low, _, high = statistics.quantiles(plain, n=4)  # the middle half of plain's runs: its noise, outliers aside
+        where = "inside" if low <= recalled <= high else ("above" if recalled > high else "below")
+        print(f"{remembered_kind} costs {recalled - statistics.median(plain):+.2f} ms over {plain_kind}; the middle "
+              f"half of {plain_kind}'s runs spans {low:.2f}-{high:.2f} ms and the {remembered_kind} median is {where} it")
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))
 
