@@ -34,8 +34,8 @@ run)
 torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'huggingface_hub', h.__version__)"
     } 2>&1 | tee "$OUT/machine.txt"
     status=0
-    timeout 300 python3 -m pytest -q -p no:cacheprovider -rA tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" || status=1
-    timeout 240 python3 benchmarks/bench_rmsnorm_gpu.py --png "$OUT/rmsnorm_gpu.png" --json "$OUT/rmsnorm_gpu.json" \
+    timeout 200 python3 -m pytest -q -p no:cacheprovider -rA tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" || status=1
+    timeout 200 python3 benchmarks/bench_rmsnorm_gpu.py --png "$OUT/rmsnorm_gpu.png" --json "$OUT/rmsnorm_gpu.json" \
         2>&1 | tee "$OUT/bench_rmsnorm_gpu.log" || status=1
     exit $status
     ;;
