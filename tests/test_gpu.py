@@ -1,5 +1,6 @@
-"""On a GPU: the example's Triton build, loaded through the hook, matches eager PyTorch and a kernelized
-Qwen3 keeps its logits. CI has no GPU: these skip cleanly there."""
+"""On a GPU: the example's Triton build, loaded through the hook, matches eager PyTorch, runs under
+torch.compile(fullgraph=True), and kernelize(measure=True) decides on the GPU and recalls the decision; the
+throughput benchmark runs. CI has no GPU: these skip cleanly there."""
 
 import importlib
 import shutil
@@ -13,17 +14,23 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.
                                 reason="needs a CUDA GPU and triton")
 
 
-def test_triton_build_matches_eager(kenv):
-    injected = kernelhook.set_system(None)  # the real probe: this machine's CUDA build
+def _cuda_rmsnorm_build():
+    """The example's RMSNorm build, loaded through the hook with this machine's real probe: the Triton variant."""
+    injected = kernelhook.set_system(None)
     try:
         module = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
-        assert kernelhook.origin(module).variant == "torch-cuda"
-        x = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-        weight = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
-        expected = weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
-        torch.testing.assert_close(module.rms_norm(x, weight, 1e-6), expected, rtol=2e-2, atol=2e-2)
     finally:
         kernelhook.set_system(injected)
+    assert kernelhook.origin(module).variant == "torch-cuda"
+    return module
+
+
+def test_triton_build_matches_eager(kenv):
+    module = _cuda_rmsnorm_build()
+    x = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    weight = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    expected = weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
+    torch.testing.assert_close(module.rms_norm(x, weight, 1e-6), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_benchmark_script_runs(tmp_path):
@@ -39,16 +46,6 @@ def test_benchmark_script_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "c.png").stat().st_size > 0
 
-
-def _cuda_rmsnorm_layer():
-    """The example's Triton layer, loaded through the hook with this machine's real system probe."""
-    injected = kernelhook.set_system(None)
-    try:
-        module = importlib.import_module("kernels_hub.kernels_ext_npu.RMSNorm@v1")
-    finally:
-        kernelhook.set_system(injected)
-    assert kernelhook.origin(module).variant == "torch-cuda"
-    return module.layers.RMSNorm
 
 
 class Norm(torch.nn.Module):
@@ -68,7 +65,7 @@ class Norm(torch.nn.Module):
 
 def test_the_triton_layer_runs_under_torch_compile_fullgraph(kenv):
     """What setting can_torch_compile = True on the example's torch-cuda build would rest on."""
-    layer = _cuda_rmsnorm_layer()
+    layer = _cuda_rmsnorm_build().layers.RMSNorm
     norm = Norm().to("cuda", torch.bfloat16)
     x = torch.randn(8, 512, 4096, device="cuda", dtype=torch.bfloat16)
     compiled = torch.compile(lambda hidden: layer.forward(norm, hidden), fullgraph=True)
@@ -79,7 +76,7 @@ def test_the_triton_layer_runs_under_torch_compile_fullgraph(kenv):
 def test_measure_true_decides_on_the_gpu_and_the_next_call_recalls_it(kenv, monkeypatch):
     from kernelhook.binding import measure
 
-    _cuda_rmsnorm_layer()  # the variant this machine takes, placed in the cache
+    _cuda_rmsnorm_build()  # the variant this machine takes, placed in the cache
     marked = kernelhook.use_kernel_forward_from_hub("RMSNorm")(type("GpuNorm", (Norm,), {}))
     mapping = {"RMSNorm": {"cuda": "kernels-ext-npu/RMSNorm@v1:RMSNorm"}}
     x = torch.randn(16384, 4096, device="cuda", dtype=torch.bfloat16)

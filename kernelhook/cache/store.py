@@ -68,11 +68,8 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC"
 _CHUNK = 1 << 16
 
 
-def default_cache_dir() -> Path:
-    return Path(_default_cache_text())
-
-
 def _default_cache_text() -> str:
+    """KERNELHOOK_CACHE, else kernelhook/ under XDG_CACHE_HOME or ~/.cache: a str, as Store keeps it."""
     if os.environ.get("KERNELHOOK_CACHE"):
         return os.path.expanduser(os.environ["KERNELHOOK_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
